@@ -1,0 +1,1 @@
+"""Runnable jobs of ead-harness: tasks, the tiny policy, RLVR training, studies and evaluation."""

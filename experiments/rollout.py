@@ -1,0 +1,134 @@
+"""Batched sampling with a KV cache, the temperature of each response position from a schedule.
+
+EAD and fixed temperatures take the same path: the schedule gives tau_t for response position t
+(every row of a batch is at the same t at each decoding step, so tau_t is one number per step).
+The sampler records the behaviour log-probs log softmax(z_t / tau_t)[y_t] that TIS needs, the
+response mask (1 up to and including EOS) and whether each response ended with EOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ead_core.metrics import token_entropy
+from ead_core.schedule import Schedule
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled responses (rows in prompt order; response tensors right-padded)."""
+
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P)
+    response_ids: torch.Tensor  # (B, R) pad after EOS
+    response_mask: torch.Tensor  # (B, R) float, 1 for generated tokens incl. EOS
+    behavior_logprobs: torch.Tensor  # (B, R) log-prob of each sampled token under the behaviour policy
+    temperatures: torch.Tensor  # (R,) tau_t used at each response position
+    ended: torch.Tensor  # (B,) bool: stopped by EOS (not by the length limit)
+    texts: list[str]  # decoded responses without special tokens
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(dim=1)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """BOS + prompt characters, left-padded to a common width."""
+    ids = [[tokenizer.bos_token_id, *tokenizer.encode(p, add_special_tokens=False)] for p in prompts]
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+    return input_ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    schedule: Schedule,
+    step: int,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+) -> Rollout:
+    """Sample one response per prompt (repeat prompts for groups), annealing tau along the response."""
+    was_training = model.training
+    model.eval()
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    b = prompt_ids.shape[0]
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32), step)
+    out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
+    out_lp = torch.zeros(b, max_new_tokens)
+    out_mask = torch.zeros(b, max_new_tokens)
+    done = torch.zeros(b, dtype=torch.bool)
+    attn = prompt_mask.clone()
+    pos = _positions(prompt_mask)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+    cache, logits = out.past_key_values, out.logits[:, -1, :]
+    next_pos = pos[:, -1:] + 1
+    for t in range(max_new_tokens):
+        logp = torch.log_softmax(logits.float() / (1.0 if greedy else taus[t]), dim=-1)
+        if greedy:
+            tok = logp.argmax(dim=-1)
+        else:
+            tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        live = (~done).float()
+        out_ids[:, t] = tok
+        out_lp[:, t] = logp.gather(1, tok[:, None]).squeeze(1) * live
+        out_mask[:, t] = live
+        done |= tok == eos
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype)], dim=1)
+        out = model(
+            input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True
+        )
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        next_pos = next_pos + 1
+    if was_training:
+        model.train()
+    texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
+    return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts)
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    rollout: Rollout,
+    temperatures: torch.Tensor | None = None,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs of the rollout's response tokens under ``model`` (with grad if enabled by the caller).
+
+    ``temperatures`` (R,) divides the logits per response position (None: temperature 1.0, the
+    target policy). Entropy (of the temperature-1 policy) is returned when ``with_entropy``.
+    Positions outside the response mask are 0.
+    """
+    p = rollout.prompt_ids.shape[1]
+    r = rollout.response_ids.shape[1]
+    ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
+    attn = torch.cat([rollout.prompt_mask, torch.ones_like(rollout.response_ids)], dim=1)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
+    logits = logits[:, p - 1 : p + r - 1, :].float()
+    entropy = token_entropy(logits, rollout.response_mask) if with_entropy else None
+    if temperatures is not None:
+        logits = logits / temperatures.to(logits.dtype)[None, :, None]
+    logp = torch.log_softmax(logits, dim=-1).gather(2, rollout.response_ids[:, :, None]).squeeze(2)
+    return logp * rollout.response_mask, entropy
+
+
+def group_prompts(prompts: list[str], n: int) -> tuple[list[str], np.ndarray]:
+    """Repeat each prompt n times (adjacent) and return the group index of every row."""
+    rows = [p for p in prompts for _ in range(n)]
+    return rows, np.repeat(np.arange(len(prompts)), n)
