@@ -46,12 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
             sub_hints = typing.get_type_hints(type(sub))
             group = p.add_argument_group(f.name)
             for g in dataclasses.fields(sub):
-                group.add_argument(f"--{f.name}.{g.name}", dest=f"{f.name}.{g.name}", type=_parser_type(sub_hints[g.name]),
-                                   default=argparse.SUPPRESS,
-                                   help=f"{g.metadata.get('help', '')} (default: {getattr(sub, g.name)!r})")  # fmt: skip
+                group.add_argument(
+                    f"--{f.name}.{g.name}",
+                    dest=f"{f.name}.{g.name}",
+                    type=_parser_type(sub_hints[g.name]),
+                    default=argparse.SUPPRESS,
+                    help=f"{g.metadata.get('help', '')} (default: {getattr(sub, g.name)!r})",
+                )
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_parser_type(hints[f.name]),
-                           default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} (default: {sub!r})")  # fmt: skip
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                type=_parser_type(hints[f.name]),
+                default=argparse.SUPPRESS,
+                help=f"{f.metadata.get('help', '')} (default: {sub!r})",
+            )
     return p
 
 

@@ -133,9 +133,13 @@ class RLVRConfig:
 
     def warmstart(self) -> WarmStartConfig:
         return WarmStartConfig(
-            task=self.task, task_knobs=dict(self.task_knobs), size=self.size, seed=self.seed,
-            steps=self.sft_steps, lr=self.sft_lr,
-        )  # fmt: skip
+            task=self.task,
+            task_knobs=dict(self.task_knobs),
+            size=self.size,
+            seed=self.seed,
+            steps=self.sft_steps,
+            lr=self.sft_lr,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,15 +165,35 @@ class RLVRConfig:
         need(self.algorithm.name in ALGORITHMS, "algorithm.name", f"one of {list(ALGORITHMS)}", self.algorithm.name)
         for name in ("steps", "sft_steps"):
             need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
-        for name in ("prompts_per_step", "mini_batches", "ppo_epochs", "eval_interval", "eval_prompts",
-                     "ckpt_interval", "train_pool", "eval_k"):  # fmt: skip
+        for name in (
+            "prompts_per_step",
+            "mini_batches",
+            "ppo_epochs",
+            "eval_interval",
+            "eval_prompts",
+            "ckpt_interval",
+            "train_pool",
+            "eval_k",
+        ):
             need(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
-        need(self.rollouts_per_prompt >= 2, "rollouts_per_prompt",
-             f"an integer >= 2 (group-relative advantages for {self.algorithm.name})", self.rollouts_per_prompt)  # fmt: skip
-        need(self.batch_rows % self.mini_batches == 0, "mini_batches",
-             f"a divisor of prompts_per_step * rollouts_per_prompt = {self.batch_rows}", self.mini_batches)  # fmt: skip
-        need(self.prompts_per_step <= self.train_pool, "prompts_per_step", f"<= train_pool ({self.train_pool})",
-             self.prompts_per_step)  # fmt: skip
+        need(
+            self.rollouts_per_prompt >= 2,
+            "rollouts_per_prompt",
+            f"an integer >= 2 (group-relative advantages for {self.algorithm.name})",
+            self.rollouts_per_prompt,
+        )
+        need(
+            self.batch_rows % self.mini_batches == 0,
+            "mini_batches",
+            f"a divisor of prompts_per_step * rollouts_per_prompt = {self.batch_rows}",
+            self.mini_batches,
+        )
+        need(
+            self.prompts_per_step <= self.train_pool,
+            "prompts_per_step",
+            f"<= train_pool ({self.train_pool})",
+            self.prompts_per_step,
+        )
         for name in ("lr", "sft_lr", "grad_clip"):
             need(getattr(self, name) > 0, name, "> 0", getattr(self, name))
         need(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)

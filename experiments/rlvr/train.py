@@ -72,9 +72,15 @@ def verl_algorithms(cfg: RLVRConfig) -> tuple[Any, Any, Any]:
 def _subset(r: Rollout, idx: torch.Tensor) -> Rollout:
     pick = lambda x: x[idx]  # noqa: E731
     return Rollout(
-        pick(r.prompt_ids), pick(r.prompt_mask), pick(r.response_ids), pick(r.response_mask),
-        pick(r.behavior_logprobs), r.temperatures, pick(r.ended), [r.texts[i] for i in idx.tolist()],
-    )  # fmt: skip
+        pick(r.prompt_ids),
+        pick(r.prompt_mask),
+        pick(r.response_ids),
+        pick(r.response_mask),
+        pick(r.behavior_logprobs),
+        r.temperatures,
+        pick(r.ended),
+        [r.texts[i] for i in idx.tolist()],
+    )
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -120,8 +126,12 @@ class Trainer:
     def save_checkpoint(self, next_step: int) -> None:
         """Atomic: write a temporary file, then rename over the previous checkpoint."""
         tmp = self.ckpt_path.with_suffix(".tmp")
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "next_step": next_step,
-                 "config_hash": self.cfg.hash}  # fmt: skip
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "next_step": next_step,
+            "config_hash": self.cfg.hash,
+        }
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
 
@@ -213,9 +223,16 @@ class Trainer:
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         metrics, table = evaluate(
-            self.model, self.tok, self.task, self.eval_set, self.schedule, step, cfg.max_new_tokens,
-            seed=int(np.random.default_rng([cfg.seed, step, 3]).integers(2**62)), k=cfg.eval_k,
-        )  # fmt: skip
+            self.model,
+            self.tok,
+            self.task,
+            self.eval_set,
+            self.schedule,
+            step,
+            cfg.max_new_tokens,
+            seed=int(np.random.default_rng([cfg.seed, step, 3]).integers(2**62)),
+            k=cfg.eval_k,
+        )
         self.logger.log_table("entropy_by_position", table, step=step)
         return metrics
 
@@ -223,8 +240,13 @@ class Trainer:
     def run(self, progress: bool = True) -> dict[str, float]:
         cfg = self.cfg
         last: dict[str, float] = {}
-        bar = tqdm(range(self.start_step, cfg.steps), desc=f"rlvr {cfg.algorithm.name}/{self.schedule.label}",
-                   disable=not progress, initial=self.start_step, total=cfg.steps)  # fmt: skip
+        bar = tqdm(
+            range(self.start_step, cfg.steps),
+            desc=f"rlvr {cfg.algorithm.name}/{self.schedule.label}",
+            disable=not progress,
+            initial=self.start_step,
+            total=cfg.steps,
+        )
         for step in bar:
             metrics = self.evaluate(step) if step % cfg.eval_interval == 0 else {}
             metrics.update(self.train_step(step))
@@ -232,8 +254,10 @@ class Trainer:
             if (step + 1) % cfg.ckpt_interval == 0 or step + 1 == cfg.steps:
                 self.save_checkpoint(step + 1)
             last.update(metrics)
-            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.2f}",
-                            pass16=f"{last.get(f'eval/pass_at_{cfg.eval_k}', float('nan')):.2f}")  # fmt: skip
+            bar.set_postfix(
+                reward=f"{metrics['train/reward_mean']:.2f}",
+                pass16=f"{last.get(f'eval/pass_at_{cfg.eval_k}', float('nan')):.2f}",
+            )
         final = self.evaluate(cfg.steps)
         self.logger.log_metrics(final, cfg.steps)
         last.update(final)
