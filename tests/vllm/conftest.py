@@ -98,9 +98,10 @@ def background(
     try:
         if "server_url" in needed:
             bg.port = _free_port()
-            # The real CLI in its default multiprocessing mode: the FQCN is imported in the worker process,
-            # and the entry point is loaded too (the guard keeps EAD single).
-            cmd = [str(Path(sys.executable).with_name("vllm")), "serve", tiny_model_dir]
+            # vLLM's own `vllm serve` in its default multiprocessing mode: the FQCN is imported in the worker
+            # process, and the entry point is loaded too (the guard keeps EAD single). vllm_cli.py only
+            # works around the CPU wheel's distribution name (see its docstring).
+            cmd = [sys.executable, str(HERE / "vllm_cli.py"), "serve", tiny_model_dir]
             cmd += ["--host", "127.0.0.1", "--port", str(bg.port), "--dtype", "float32", "--enforce-eager"]
             cmd += ["--gpu-memory-utilization", "0.2", "--max-model-len", "256", "--max-num-seqs", "8"]
             cmd += ["--seed", "0", "--logprobs-mode", "processed_logprobs", "--logits-processors", FQCN]
