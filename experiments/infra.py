@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "DEFAULT_SLURM_DIR",
@@ -30,12 +31,14 @@ __all__ = [
     "REPO_ROOT",
     "START_SCRIPT",
     "STOP_SCRIPT",
+    "TERMINAL_SLURM_STATES",
     "current_slurm_job_id",
     "ensure_local_slurm",
     "free_port",
     "local_slurm_conf",
     "mlflow_server",
     "slurm_available",
+    "slurm_job_state",
     "start_mlflow_server",
     "stop_mlflow_server",
 ]
@@ -201,12 +204,12 @@ def mlflow_server(
     artifact_root: str | os.PathLike[str],
     host: str = "127.0.0.1",
     port: int | None = None,
-    **kwargs: object,
-) -> Iterator[str]:
-    """Context manager around :func:`start_mlflow_server`: yields the URL, stops the server on exit."""
-    url, process = start_mlflow_server(backend_store_uri, artifact_root, host, port, **kwargs)  # type: ignore[arg-type]
+    **kwargs: Any,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Context manager around :func:`start_mlflow_server`: yields ``(url, process)``, stops the server on exit."""
+    url, process = start_mlflow_server(backend_store_uri, artifact_root, host, port, **kwargs)
     try:
-        yield url
+        yield url, process
     finally:
         stop_mlflow_server(process)
 
@@ -244,6 +247,34 @@ def slurm_available(timeout: float = 10.0) -> tuple[bool, str]:
         return False, f"sinfo failed (exit {result.returncode}): {message[-1] if message else 'no output'}"
     partitions = ", ".join(line.strip() for line in result.stdout.splitlines() if line.strip())
     return True, f"Slurm answers (SLURM_CONF={os.environ.get('SLURM_CONF', 'default')}): {partitions}"
+
+
+# Job states after which a job will not run again by itself (squeue --states=all keeps them for MinJobAge seconds).
+TERMINAL_SLURM_STATES = frozenset(
+    {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT"}
+)
+
+
+def slurm_job_state(job_id: str, timeout: float = 10.0) -> str | None:
+    """The state ``squeue`` reports for ``job_id`` (``"PENDING"``, ``"RUNNING"``, ``"COMPLETED"``, ...), or None when
+    the controller no longer knows the job or does not answer.
+
+    submitit learns job states from ``sacct``, which needs Slurm accounting; without it (as on the local cluster) a
+    job that dies before writing its result is never seen as finished and ``job.result()`` waits forever. Polling
+    this (a job in :data:`TERMINAL_SLURM_STATES` without a result file is lost) bounds such waits.
+    """
+    try:
+        result = subprocess.run(
+            ["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    states = result.stdout.split()
+    return states[0] if result.returncode == 0 and states else None
 
 
 class LocalSlurmError(RuntimeError):

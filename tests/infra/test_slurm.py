@@ -1,0 +1,125 @@
+"""The local Slurm cluster and submitit on it: submission, job arrays, requeue with resume, preemption checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments.infra import START_SCRIPT, slurm_available
+from tests.fixtures import services
+from tests.fixtures.services import REPO_ROOT, LocalSlurm, wait_for_result
+from tests.infra import jobs
+
+# The fixtures, made visible to this module (pytest allows `pytest_plugins` only in the root conftest).
+slurm_cluster = services.slurm_cluster
+slurm_executor = services.slurm_executor
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _wait_for_step(state_file: Path, at_least: int, timeout: float = 30.0) -> dict:
+    """Wait until the ResumableCounter job has written step >= ``at_least`` (so it is running and has progress)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state["step"] >= at_least:
+                return state
+        time.sleep(0.2)
+    pytest.fail(f"the job did not reach step {at_least} within {timeout:.0f} s (state file {state_file})")
+
+
+def test_local_cluster_is_up_with_an_idle_node(slurm_cluster: LocalSlurm) -> None:
+    ok, reason = slurm_available()
+    assert ok, reason
+    out = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N|%P|%T|%c"], capture_output=True, text=True, check=True, timeout=15
+    ).stdout.split("\n")[0]
+    _node, partition, state, cpus = out.split("|")
+    assert partition == "debug*", out  # the default partition
+    # Idle, unless jobs from a concurrent test session occupy it; never down or drained.
+    assert state in {"idle", "mixed", "allocated", "completing"}, out
+    assert int(cpus) == os.cpu_count(), out
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    assert "accounting_storage/none" in config and "JobRequeue              = 1" in config
+
+
+def test_start_script_is_idempotent(slurm_cluster: LocalSlurm) -> None:
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(START_SCRIPT)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is up" in result.stdout and "starting" not in result.stdout, result.stdout
+    assert time.monotonic() - started < 10
+
+
+def test_submitit_runs_a_function_with_this_python(slurm_executor, tmp_path: Path) -> None:
+    job = slurm_executor().submit(jobs.describe, 21)
+    result = wait_for_result(job, timeout=45)
+    assert result["value"] == 42
+    assert result["python"] == sys.executable
+    assert Path(result["cwd"]) == REPO_ROOT
+    assert result["partition"] == "debug"
+    assert result["job_id"] == job.job_id == result["slurm_job_id"]
+
+
+def test_job_array_of_two(slurm_executor) -> None:
+    executor = slurm_executor()
+    executor.update_parameters(slurm_array_parallelism=2)
+    array = executor.map_array(jobs.describe, [1, 2])
+    results = [wait_for_result(job, timeout=45) for job in array]
+    assert [r["value"] for r in results] == [2, 4]
+    array_ids = {r["array_job_id"] for r in results}
+    assert len(array_ids) == 1 and None not in array_ids
+    assert sorted(r["array_task_id"] for r in results) == ["0", "1"]
+    # current_slurm_job_id() inside a task is "<array job>_<task>", the id submitit and squeue use.
+    assert [r["job_id"] for r in results] == [job.job_id for job in array]
+
+
+def test_requeued_job_resumes_from_its_state_file(slurm_executor, tmp_path: Path) -> None:
+    """`scontrol requeue` kills the running job (SIGTERM, then SIGKILL: no checkpoint call) and queues it again;
+    the second run must continue from the progress file, not count from zero."""
+    state_file = tmp_path / "counter.json"
+    job = slurm_executor().submit(jobs.ResumableCounter(), str(state_file), 30, 0.5)
+    before = _wait_for_step(state_file, at_least=3)
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True, timeout=30)
+    state = wait_for_result(job, timeout=80)
+
+    assert state["step"] == 30
+    assert len(state["attempts"]) == 2, state["attempts"]
+    first, second = state["attempts"]
+    assert (first["restart_count"], second["restart_count"]) == (0, 1)
+    assert second["file_step"] >= before["step"] > 0  # resumed from the file ...
+    assert second["pickled_step"] == 0  # ... not from a checkpoint: none was taken
+    assert state["checkpoints"] == []
+    # Every step was done exactly once, first by attempt 0, then by attempt 1: it continued, it did not restart.
+    assert len(state["steps_done_by"]) == 30
+    assert state["steps_done_by"] == sorted(state["steps_done_by"]) and set(state["steps_done_by"]) == {0, 1}
+
+
+def test_preemption_signal_checkpoints_and_requeues(slurm_executor, tmp_path: Path) -> None:
+    """USR2 (what Slurm sends before a time limit, or on preemption, with --signal=USR2@...) makes submitit call
+    checkpoint(), dump the returned DelayedSubmission and `scontrol requeue` the job itself; the next run gets the
+    checkpointed object back."""
+    state_file = tmp_path / "counter.json"
+    job = slurm_executor().submit(jobs.ResumableCounter(), str(state_file), 30, 0.5)
+    _wait_for_step(state_file, at_least=3)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, capture_output=True, timeout=30)
+    state = wait_for_result(job, timeout=80)
+
+    assert state["step"] == 30
+    assert len(state["attempts"]) == 2, state["attempts"]
+    first, second = state["attempts"]
+    assert (first["restart_count"], second["restart_count"]) == (0, 1)
+    assert len(state["checkpoints"]) == 1 and state["checkpoints"][0] >= 3
+    # The requeued run got the checkpointed object (its step) through the DelayedSubmission submitit dumped.
+    assert second["pickled_step"] == state["checkpoints"][0]
+    assert second["checkpoints_seen"] == state["checkpoints"]
+    assert len(state["steps_done_by"]) == 30 and set(state["steps_done_by"]) == {0, 1}
+    log = job.paths.stdout.read_text() + job.paths.stderr.read_text()
+    assert "this job is preempted" in log and "Requeued job" in log
