@@ -65,12 +65,14 @@ node_ready() {
   esac
 }
 # A daemon runs when its pid file names a live (not zombie) process with the daemon's name; anything else is stale.
+# (Read from /proc, so procps need not be installed.)
 running() {
-  local pid stat comm
+  local pid stat
   [ -f "$2" ] || return 1
   pid=$(cat "$2")
-  read -r stat comm < <(ps -o stat= -o comm= -p "$pid" 2>/dev/null) || return 1
-  [ "$comm" = "$1" ] && [ "${stat:0:1}" != Z ]
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 1
+  stat=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ "${stat:0:1}" != Z ]
 }
 stop_daemon() {
   local name=$1 pidfile=$2
@@ -143,7 +145,12 @@ print_status() {
     log "client commands need: export SLURM_CONF=$CONF"
   fi
 }
-cluster_up() { [ -f "$CONF" ] && have_packages && controller_up && node_ready && conf_current; }
+# Up: both daemons alive (sinfo keeps reporting a node "idle" for SlurmdTimeout after its slurmd died), the
+# controller answers, the node is usable and slurm.conf is what this script would write now.
+cluster_up() {
+  [ -f "$CONF" ] && have_packages && running slurmctld "$DIR/run/slurmctld.pid" &&
+    running slurmd "$DIR/run/slurmd.pid" && controller_up && node_ready && conf_current
+}
 
 # --- 0. already up? ------------------------------------------------------------------------------------------------
 if cluster_up; then
@@ -268,7 +275,7 @@ while [ $SECONDS -lt $deadline ]; do
   state=$(node_state)
   case "$state" in
     idle | mixed | allocated | completing) break ;;
-    down | down~ | drain* | drained)
+    down | down~ | drain*)
       # A node that was down in the saved state (previous run stopped uncleanly) comes back only on request.
       if [ $resumed -eq 0 ] && running slurmd "$DIR/run/slurmd.pid"; then
         log "node is '$state'; resuming it"

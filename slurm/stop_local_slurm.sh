@@ -28,9 +28,10 @@ log() { printf '\033[1m[local-slurm]\033[0m %s\n' "$*"; }
 
 # True while pid is a live (not zombie) process called name; a reused pid or a zombie does not count.
 alive() {
-  local stat comm
-  read -r stat comm < <(ps -o stat= -o comm= -p "$2" 2>/dev/null) || return 1
-  [ "$comm" = "$1" ] && [ "${stat:0:1}" != Z ]
+  local stat
+  [ -n "$2" ] && [ "$(cat "/proc/$2/comm" 2>/dev/null)" = "$1" ] || return 1
+  stat=$(sed 's/^.*) //' "/proc/$2/stat" 2>/dev/null) || return 1
+  [ "${stat:0:1}" != Z ]
 }
 
 # Stop the daemon named by a pid file: SIGTERM, wait up to 15 s, then SIGKILL.

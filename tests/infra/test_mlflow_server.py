@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 mlflow_server = services.mlflow_server
 
 N_PROCS = 3
-STEPS = 25
+STEPS = 10
 
 
 def _healthy(url: str) -> bool:
@@ -30,6 +31,18 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _create_experiment(url: str, name: str) -> str:
+    """Create an experiment with the REST API (POST /api/2.0/mlflow/experiments/create); returns its id."""
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["experiment_id"])
+
+
 def _group_alive(pgid: int) -> list[str]:
     """Live (not zombie) processes in process group ``pgid``: the server and its uvicorn worker."""
     out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True).stdout
@@ -38,11 +51,9 @@ def _group_alive(pgid: int) -> list[str]:
 
 
 def test_concurrent_writers_all_land_and_the_server_stops_cleanly(mlflow_server: MlflowServer, tmp_path: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=mlflow_server.url)
     # Created once here, as the sweep launcher must (see tests.infra.jobs.log_mlflow_run on the set_experiment race).
-    experiment_id = client.create_experiment("ead-infra-concurrency")
+    # Over plain REST, so the writers start before this process spends seconds importing mlflow.
+    experiment_id = _create_experiment(mlflow_server.url, "ead-infra-concurrency")
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     procs = [
@@ -57,6 +68,9 @@ def test_concurrent_writers_all_land_and_the_server_stops_cleanly(mlflow_server:
         )
         for i in range(N_PROCS)
     ]
+    from mlflow.tracking import MlflowClient  # imported while the writers run
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
     outputs = [p.communicate(timeout=100) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, f"writer failed:\n{out}\n{err}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,7 +48,8 @@ def test_local_cluster_is_up_with_an_idle_node(slurm_cluster: LocalSlurm) -> Non
     assert state in {"idle", "mixed", "allocated", "completing"}, out
     assert int(cpus) == os.cpu_count(), out
     config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
-    assert "accounting_storage/none" in config and "JobRequeue              = 1" in config
+    assert re.search(r"AccountingStorageType\s*=\s*accounting_storage/none", config)
+    assert re.search(r"JobRequeue\s*=\s*1", config)
 
 
 def test_start_script_is_idempotent(slurm_cluster: LocalSlurm) -> None:
