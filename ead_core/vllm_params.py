@@ -87,14 +87,22 @@ def _number(key: str, value: Any) -> Any:
     return value
 
 
-def schedule_to_extra_args(schedule: Schedule, step: float = 0, *, origin: int | None = None) -> dict[str, Any]:
+def schedule_to_extra_args(
+    schedule: Schedule, step: float | None = None, *, origin: int | None = None
+) -> dict[str, Any]:
     """Flat ``extra_args`` for ``schedule`` at training step ``step`` (and an optional original prompt length).
 
-    An infinite ``d_cap`` is written as the string ``"inf"`` so the dict stays valid JSON for ``vllm_xargs``.
+    ``step`` is required for an ``EADSchedule`` (a forgotten step would silently sample at step 0) and
+    defaults to 0 for a ``FixedSchedule``, where it has no effect. An infinite ``d_cap`` is written as the
+    string ``"inf"`` so the dict stays valid JSON for ``vllm_xargs``.
     """
     if not isinstance(schedule, (EADSchedule, FixedSchedule)):
         raise ValueError(f"schedule must be an EADSchedule or FixedSchedule, got {type(schedule).__name__}")
-    check_range(STEP_KEY, step, ge=0.0)
+    if step is None:
+        if isinstance(schedule, EADSchedule):
+            raise ValueError("step is required for an EADSchedule: d_s = schedule.decay(step) depends on it")
+        step = 0
+    check_range("step", step, ge=0.0)
     out: dict[str, Any] = {}
     for name, value in schedule.to_dict().items():
         key = KIND_KEY if name == "kind" else PREFIX + name
@@ -165,13 +173,13 @@ def check_sampling_options(*, min_p: float) -> None:
 
 def sampling_params(
     schedule: Schedule,
-    step: float = 0,
+    step: float | None = None,
     *,
     origin: int | None = None,
     extra_args: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> SamplingParams:
-    """``vllm.SamplingParams`` that sample with ``schedule`` at training step ``step``.
+    """``vllm.SamplingParams`` that sample with ``schedule`` at training step ``step`` (required for EAD).
 
     Defaults suited to RLVR rollouts: ``temperature=1.0`` (vLLM's temperature multiplies the schedule's,
     so the behaviour policy is softmax(z / (temperature * tau_t))), ``top_p=1.0``, ``top_k=0`` (no
