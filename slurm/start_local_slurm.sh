@@ -233,10 +233,10 @@ if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$new_conf" ]; then
 fi
 # Let plain `sinfo`/`sbatch` (and jobs' srun) find the cluster without SLURM_CONF, unless another config is there.
 mkdir -p "$(dirname "$SYSTEM_CONF")"
-if [ -L "$SYSTEM_CONF" ] || [ ! -e "$SYSTEM_CONF" ]; then
+if [ ! -e "$SYSTEM_CONF" ]; then # absent, or a dangling link left by a purged cluster
   ln -sfn "$CONF" "$SYSTEM_CONF"
-elif ! grep -qF "$MARKER" "$SYSTEM_CONF"; then
-  log "leaving the existing $SYSTEM_CONF alone; clients must export SLURM_CONF=$CONF"
+elif [ "$(readlink -f "$SYSTEM_CONF")" != "$(readlink -f "$CONF")" ]; then
+  log "leaving $SYSTEM_CONF (-> $(readlink -f "$SYSTEM_CONF")) alone; clients must export SLURM_CONF=$CONF"
 fi
 
 # --- 4. daemons ----------------------------------------------------------------------------------------------------
@@ -251,11 +251,18 @@ if ! running slurmctld "$DIR/run/slurmctld.pid"; then
     die 1 "slurmctld failed to start"
   }
 fi
-for _ in $(seq 1 $((TIMEOUT * 2))); do controller_up && break; sleep 0.5; done
-controller_up || {
-  show_logs
-  die 1 "slurmctld does not answer 'scontrol ping' after ${TIMEOUT}s"
-}
+deadline=$((SECONDS + TIMEOUT))
+until controller_up; do
+  running slurmctld "$DIR/run/slurmctld.pid" || {
+    show_logs
+    die 1 "slurmctld exited during start-up (see its log above)"
+  }
+  [ $SECONDS -lt $deadline ] || {
+    show_logs
+    die 1 "slurmctld does not answer 'scontrol ping' after ${TIMEOUT}s"
+  }
+  sleep 0.5
+done
 name=$(cluster_name)
 [ "$name" = "$CLUSTER" ] || die 1 "the controller that answers is cluster '$name', not '$CLUSTER' (another Slurm on port $CTLD_PORT?)"
 
