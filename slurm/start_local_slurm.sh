@@ -5,8 +5,9 @@
 #   1. installs the Debian packages `slurm-wlm` and `munge` (apt-get update first) if a binary is missing;
 #   2. makes sure a munge key exists and munged answers;
 #   3. writes slurm.conf for cluster "$EAD_SLURM_CLUSTER": this host is the controller and the only node
-#      (CPUs/memory from `slurmd -C`), partition `debug` (default), select/cons_tres, proctrack/linuxproc
-#      (no cgroups needed, works in containers), JobRequeue=1, no accounting;
+#      (CPUs/memory from `slurmd -C`), partition `debug` (default) and a higher-priority partition `urgent` whose
+#      jobs preempt (requeue) `debug` jobs, select/cons_tres, proctrack/linuxproc (no cgroups needed, works in
+#      containers), JobRequeue=1, no accounting;
 #   4. starts slurmctld and slurmd (restarts them when slurm.conf changed) and waits until `sinfo` shows the node
 #      idle (or busy with jobs).
 #
@@ -15,7 +16,7 @@
 #          EAD_SLURM_CLUSTER  cluster name (default ead-local)
 #          EAD_SLURM_TIMEOUT  seconds to wait for each daemon and for the node (default 60)
 #          EAD_SLURM_REQUEUE_DELAY  seconds a requeued job waits before it may start again (AuthInfo=cred_expire;
-#                             Slurm's default is 120, 15 here keeps requeue tests short)
+#                             Slurm's default is 120, 10 here keeps requeue tests short)
 #          EAD_SLURM_CTLD_PORT / EAD_SLURM_SLURMD_PORT  daemon ports (default 6817 / 6818)
 # Exit:    0 cluster up; 1 it could not be started (log tails are printed); 2 not root and the cluster is not up;
 #          3 the Debian packages are missing and cannot be installed (callers may skip on this code only).
@@ -27,7 +28,7 @@ set -euo pipefail
 DIR=${EAD_SLURM_DIR:-/tmp/ead-slurm}
 CLUSTER=${EAD_SLURM_CLUSTER:-ead-local}
 TIMEOUT=${EAD_SLURM_TIMEOUT:-60}
-REQUEUE_DELAY=${EAD_SLURM_REQUEUE_DELAY:-15}
+REQUEUE_DELAY=${EAD_SLURM_REQUEUE_DELAY:-10}
 CTLD_PORT=${EAD_SLURM_CTLD_PORT:-6817}
 SLURMD_PORT=${EAD_SLURM_SLURMD_PORT:-6818}
 PARTITION=debug
@@ -133,8 +134,14 @@ MinJobAge=300
 InactiveLimit=0
 SlurmdTimeout=60
 MessageTimeout=10
+# Preemption as on shared clusters: a job in "urgent" requeues "debug" jobs it needs room from. They get the
+# user signal (--signal, USR2 with submitit) at once, then SIGTERM, then SIGKILL after GraceTime seconds.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
 NodeName=$node NodeAddr=127.0.0.1 $node_hw State=UNKNOWN
-PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=20
+PartitionName=urgent Nodes=$node Default=NO MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 }
 conf_current() { [ -f "$CONF" ] && [ "$(cat "$CONF")" = "$(generate_conf)" ]; }

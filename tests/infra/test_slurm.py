@@ -41,9 +41,10 @@ def test_local_cluster_is_up_with_an_idle_node(slurm_cluster: LocalSlurm) -> Non
     assert ok, reason
     out = subprocess.run(
         ["sinfo", "-h", "-N", "-o", "%N|%P|%T|%c"], capture_output=True, text=True, check=True, timeout=15
-    ).stdout.split("\n")[0]
-    _node, partition, state, cpus = out.split("|")
-    assert partition == "debug*", out  # the default partition
+    ).stdout.splitlines()
+    rows = {row.split("|")[1]: row.split("|") for row in out}
+    assert set(rows) == {"debug*", "urgent"}, out  # debug is the default partition; urgent preempts it
+    _node, _partition, state, cpus = rows["debug*"]
     # Idle, unless jobs from a concurrent test session occupy it; never down or drained.
     assert state in {"idle", "mixed", "allocated", "completing"}, out
     assert int(cpus) == os.cpu_count(), out
@@ -87,12 +88,12 @@ def test_requeued_job_resumes_from_its_state_file(slurm_executor, tmp_path: Path
     """`scontrol requeue` kills the running job (SIGTERM, then SIGKILL: no checkpoint call) and queues it again;
     the second run must continue from the progress file, not count from zero."""
     state_file = tmp_path / "counter.json"
-    job = slurm_executor().submit(jobs.ResumableCounter(), str(state_file), 30, 0.5)
+    job = slurm_executor().submit(jobs.ResumableCounter(), str(state_file), 24, 0.5)
     before = _wait_for_step(state_file, at_least=3)
     subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True, timeout=30)
     state = wait_for_result(job, timeout=80)
 
-    assert state["step"] == 30
+    assert state["step"] == 24
     assert len(state["attempts"]) == 2, state["attempts"]
     first, second = state["attempts"]
     assert (first["restart_count"], second["restart_count"]) == (0, 1)
@@ -100,21 +101,31 @@ def test_requeued_job_resumes_from_its_state_file(slurm_executor, tmp_path: Path
     assert second["pickled_step"] == 0  # ... not from a checkpoint: none was taken
     assert state["checkpoints"] == []
     # Every step was done exactly once, first by attempt 0, then by attempt 1: it continued, it did not restart.
-    assert len(state["steps_done_by"]) == 30
+    assert len(state["steps_done_by"]) == 24
     assert state["steps_done_by"] == sorted(state["steps_done_by"]) and set(state["steps_done_by"]) == {0, 1}
 
 
-def test_preemption_signal_checkpoints_and_requeues(slurm_executor, tmp_path: Path) -> None:
-    """USR2 (what Slurm sends before a time limit, or on preemption, with --signal=USR2@...) makes submitit call
-    checkpoint(), dump the returned DelayedSubmission and `scontrol requeue` the job itself; the next run gets the
-    checkpointed object back."""
+def test_preemption_sends_usr2_and_the_checkpoint_resumes(slurm_executor, tmp_path: Path) -> None:
+    """Real preemption: a job in the higher-priority partition `urgent` needs the node, so Slurm requeues the
+    running `debug` job (PreemptMode=REQUEUE) and, with preempt_send_user_signal, first sends it the --signal
+    (USR2). submitit then calls checkpoint(), dumps the returned DelayedSubmission and requeues the job itself; the
+    next run gets the checkpointed object back. (`scancel --signal=USR2 <id>` takes the same path.)"""
     state_file = tmp_path / "counter.json"
-    job = slurm_executor().submit(jobs.ResumableCounter(), str(state_file), 30, 0.5)
+    job = slurm_executor(slurm_exclusive=True).submit(jobs.ResumableCounter(), str(state_file), 24, 0.5)
     _wait_for_step(state_file, at_least=3)
-    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, capture_output=True, timeout=30)
-    state = wait_for_result(job, timeout=80)
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", "--partition=urgent", "--mem=100M", "--output=/dev/null", "--wrap=sleep 1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    try:
+        state = wait_for_result(job, timeout=80)
+    finally:
+        subprocess.run(["scancel", urgent], capture_output=True, check=False)
 
-    assert state["step"] == 30
+    assert state["step"] == 24
     assert len(state["attempts"]) == 2, state["attempts"]
     first, second = state["attempts"]
     assert (first["restart_count"], second["restart_count"]) == (0, 1)
@@ -122,6 +133,6 @@ def test_preemption_signal_checkpoints_and_requeues(slurm_executor, tmp_path: Pa
     # The requeued run got the checkpointed object (its step) through the DelayedSubmission submitit dumped.
     assert second["pickled_step"] == state["checkpoints"][0]
     assert second["checkpoints_seen"] == state["checkpoints"]
-    assert len(state["steps_done_by"]) == 30 and set(state["steps_done_by"]) == {0, 1}
+    assert len(state["steps_done_by"]) == 24 and set(state["steps_done_by"]) == {0, 1}
     log = job.paths.stdout.read_text() + job.paths.stderr.read_text()
     assert "this job is preempted" in log and "Requeued job" in log
