@@ -337,23 +337,43 @@ def _split_problems(task: Countdown | Arithmetic, split: str, n: int, seed: int)
     eval_rng = random.Random(f"{task}/eval/{seed}")
     if split == "eval":
         out, seen = [], set()
-        while len(out) < n:
+        for _ in range(100 * n + 1000):  # bounded: small tasks have few distinct prompts
+            if len(out) == n:
+                return out
             p = task.make(eval_rng)
             if p.prompt not in seen:
                 seen.add(p.prompt)
                 out.append(p)
-        return out
-    held_out = {p.prompt for p in _split_problems(task, "eval", EVAL_RESERVE, seed)}
+        if len(out) == n:
+            return out
+        raise ValueError(f"{task} has too few distinct prompts for {n} eval problems; make it harder")
+    held_out = _held_out(task, seed)
     rng = random.Random(f"{task}/train/{seed}")
     out = []
-    while len(out) < n:
+    for _ in range(100 * n + 10000):
+        if len(out) == n:
+            return out
         p = task.make(rng)
         if p.prompt not in held_out:
             out.append(p)
-    return out
+    if len(out) == n:
+        return out
+    raise ValueError(f"{task} has too few prompts outside its {len(held_out)} held-out eval prompts; make it harder")
 
 
 EVAL_RESERVE = 256  # the first 256 eval problems of a seed are never used for training
+
+
+@functools.lru_cache(maxsize=64)
+def _held_out(task: Countdown | Arithmetic, seed: int) -> frozenset[str]:
+    """The first EVAL_RESERVE eval prompts (fewer when the task has fewer distinct prompts)."""
+    rng, seen = random.Random(f"{task}/eval/{seed}"), set()
+    for _ in range(100 * EVAL_RESERVE):
+        if len(seen) == EVAL_RESERVE:
+            break
+        seen.add(task.make(rng).prompt)
+    return frozenset(seen)
+
 
 TASKS = {"countdown": Countdown, "arithmetic": Arithmetic}
 

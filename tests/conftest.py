@@ -1,0 +1,29 @@
+"""Shared test set-up: a private warm-start cache and a small warm-started policy for the session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from experiments.warmstart import WarmStartConfig, warm_start
+
+
+@pytest.fixture(scope="session")
+def ead_cache(tmp_path_factory) -> str:
+    """A per-session cache directory (EAD_CACHE) so tests never reuse a user's warm starts."""
+    path = str(tmp_path_factory.mktemp("ead-cache"))
+    os.environ["EAD_CACHE"] = path
+    return path
+
+
+# An easy countdown variant: short SFT already gives well-formed answers that are right some of the
+# time, so a few RL steps see groups with mixed rewards (a real learning signal).
+EASY_COUNTDOWN = {"max_number": 5, "max_target": 12}
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(ead_cache) -> str:
+    """A briefly warm-started tiny policy on the easy countdown variant (real SFT, 120 steps of 32)."""
+    cfg = WarmStartConfig(task_knobs=EASY_COUNTDOWN, steps=120, batch_size=32, size="tiny", n_train=4000)
+    return str(warm_start(cfg, cache_dir=ead_cache, progress=False))
