@@ -75,6 +75,16 @@ def _health_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _allowed_hosts(host: str) -> list[str]:
+    """Host-header patterns for a server bound beyond loopback: MLflow's defaults (localhost, private IPv4
+    ranges) plus this machine's names and the bound address, each with any port."""
+    names = {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
+    if host not in ("0.0.0.0", ""):
+        names.add(host)
+    private = ["10.*", "192.168.*", "172.1[6-9].*", "172.2[0-9].*", "172.3[0-1].*"]
+    return sorted(names) + sorted(f"{name}:*" for name in names) + private
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -103,6 +113,10 @@ def start_mlflow_server(
     first. stdout/stderr go to ``log_path`` (default: a temporary file); its tail is in the error raised when the
     server exits or does not answer within ``timeout`` seconds. Pass ``host="0.0.0.0"`` (and, beyond private
     networks, ``extra_args=["--allowed-hosts", ...]``) for jobs on other nodes.
+
+    With ``host="0.0.0.0"`` (jobs on other nodes) the returned URL names this machine (``socket.gethostname()``)
+    and, unless ``extra_args`` sets ``--allowed-hosts``, that name is added to the Host headers the server accepts:
+    MLflow >= 3.5 answers 403 "Invalid Host header" to any name but localhost and private IPs.
     """
     artifact_dir = Path(artifact_root)
     if "://" not in str(artifact_root):
@@ -118,6 +132,11 @@ def start_mlflow_server(
         log_file = Path(log_path)
         log_file.parent.mkdir(parents=True, exist_ok=True)
 
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    all_interfaces = host in ("0.0.0.0", "")
+    extra = list(extra_args)
+    if not loopback and "--allowed-hosts" not in extra:
+        extra += ["--allowed-hosts", ",".join(_allowed_hosts(host))]
     env = dict(os.environ)
     # MLflow 3.x also starts a job runner with ~7 huey consumer processes (GenAI scorer jobs); the harness does not
     # use it and it makes start-up take ~50 s instead of ~15 s on a 2-core machine.
@@ -125,9 +144,9 @@ def start_mlflow_server(
     attempts = 3 if port is None else 1
     last_error = ""
     for _ in range(attempts):
-        chosen = port if port is not None else free_port(host if host != "0.0.0.0" else "127.0.0.1")
-        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        url = f"http://{connect_host}:{chosen}"
+        chosen = port if port is not None else free_port("127.0.0.1" if all_interfaces else host)
+        health_url = f"http://{'127.0.0.1' if all_interfaces else host}:{chosen}"
+        url = f"http://{socket.gethostname() if all_interfaces else host}:{chosen}"
         cmd = [
             sys.executable,
             "-m",
@@ -143,7 +162,7 @@ def start_mlflow_server(
             str(chosen),
             "--workers",
             str(workers),
-            *extra_args,
+            *extra,
         ]
         with open(log_file, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
@@ -153,7 +172,7 @@ def start_mlflow_server(
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if _health_ok(url):
+            if _health_ok(health_url):
                 return url, process
             time.sleep(0.25)
         if process.poll() is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.infra import mlflow_server as running_mlflow_server
 from tests.fixtures import services
 from tests.fixtures.services import REPO_ROOT, MlflowServer, environment_with_repo_on_path
 
@@ -103,3 +105,33 @@ def test_concurrent_writers_all_land_and_the_server_stops_cleanly(mlflow_server:
     assert not _healthy(mlflow_server.url)
     assert _group_alive(pgid) == []
     mlflow_server.stop()  # idempotent: the fixture's teardown calls it again
+
+
+def _search_status(url: str) -> int:
+    """HTTP status of an experiments search at ``url`` (403 when the server rejects the Host header)."""
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/experiments/search",
+        data=json.dumps({"max_results": 1}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.timeout(150)
+def test_server_for_other_nodes_answers_to_this_machines_name(tmp_path: Path) -> None:
+    """Bound to 0.0.0.0 (jobs on other nodes), the URL names this host and MLflow accepts that Host header; by
+    default MLflow >= 3.5 answers 403 to any name but localhost and private IPs."""
+    with running_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", host="0.0.0.0") as (
+        url,
+        process,
+    ):
+        port = url.rsplit(":", 1)[1]
+        assert url == f"http://{socket.gethostname()}:{port}"
+        for name in (socket.gethostname(), "localhost", "127.0.0.1"):
+            assert _search_status(f"http://{name}:{port}") == 200, name
+    assert process.returncode is not None and _group_alive(process.pid) == []
