@@ -1,23 +1,27 @@
 """Throughput of EAD sampling in vLLM, side by side in one run and one engine.
 
-Three request kinds go through the same CPU engine (same model, same batch size, interleaved repeats):
+Four request kinds go through the same CPU engine (same model, 256 concurrent sequences, interleaved):
 
-* ``fixed``   vLLM's own temperature (0.7), no EAD keys: the baseline every sampler pays for;
-* ``ead``     ``EADLogitsProcessor`` (vectorised, one tensor expression per step) with the reference
-              schedule at step 0 (c = 10, so every step past the 10th divides by a per-row tau);
-* ``adapter`` the same schedule wrapped per request with vLLM's ``AdapterLogitsProcessor`` (the style of the
-              authors' vLLM V0 processor: one Python call per row per step that computes
-              ``schedule.temperature(len(output_ids), step)`` and divides that row).
+* ``fixed``      vLLM's own temperature, no EAD keys: the baseline every sampler pays for;
+* ``ead``        ``EADLogitsProcessor`` (vectorised: one tensor expression per step) with the reference
+                 schedule at step 0 (c = 10: from the 10th token on, every row is divided by its own tau);
+* ``ead_fixed``  ``FixedSchedule`` through ``EADLogitsProcessor``: the same distribution as ``fixed``, so
+                 ``ead_fixed / fixed`` is the processor's cost alone;
+* ``adapter``    the reference schedule wrapped per request with vLLM's ``AdapterLogitsProcessor`` (the style
+                 of the authors' vLLM V0 processor: one Python call per row per step that computes
+                 ``schedule.temperature(len(output_ids), step)`` and divides that row).
 
-Output tokens/s is measured with 256 concurrent sequences (``max_num_seqs`` = number of prompts) and
-printed with the ratios ead/fixed (target >= 0.98) and ead/adapter. End-to-end rates on a shared CPU are
-noisy, so the time spent inside each processor's ``apply`` is also measured (a subclass and the adapter
-time their own ``apply`` calls) and printed per step and as a share of the step time. The kinds run in
-rotated order within each round and the ratios are also taken within rounds (adjacent runs share the
-machine's load); the 1-minute load average is printed so a reader can judge the noise. Not part of the
-test suite.
+vLLM's CPU sampler (a fused Gumbel-max kernel) costs more the flatter the distribution, so a baseline at a
+colder temperature than the schedule would flatter it: ``fixed`` and ``ead_fixed`` therefore sample at
+the schedule's mean temperature over the generated positions.
 
-    .venv-vllm/bin/python benchmarks/bench_vllm.py [--num-seqs 256 --max-tokens 64 --repeats 5]
+Printed: output tokens/s per kind, the same per CPU-second of the engine thread (the engine runs in this
+process's main thread, so time spent waiting for a core does not count), the ratios (taken within each
+round, where adjacent runs share the machine's load, and as ratios of medians), and the time each
+processor spends in its own ``apply`` per step. The 1-minute load average is printed so that a reader can
+judge the noise on a shared machine. Not part of the test suite.
+
+    .venv-vllm/bin/python benchmarks/bench_vllm.py [--num-seqs 256 --max-tokens 48 --repeats 7]
 """
 
 from __future__ import annotations
@@ -31,45 +35,52 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+RATIOS = ("ead/fixed", "ead_fixed/fixed", "ead/adapter", "adapter/fixed")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-seqs", type=int, default=256, help="concurrent sequences (also max_num_seqs)")
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--prompt-len", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--model-dir", default=str(ROOT / ".cache" / "bench_vllm_model"))
     args = ap.parse_args()
 
-    # One engine in this process, so the per-request adapter class can be passed as an object.
+    # One engine in this process, so the per-request adapter class can be passed as an object. One compute
+    # thread: on a shared machine a second OpenMP thread that loses its core makes the first spin at every
+    # barrier, which inflates both wall and CPU time by factors; with one thread both stay comparable.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(ROOT))
+    import numpy as np
     import torch
     import vllm
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-    from ead_core import EADSchedule, schedule_from_dict
+    from ead_core import EADSchedule, FixedSchedule, schedule_from_dict
     from ead_core.vllm_params import sampling_params
     from ead_core.vllm_processor import EADLogitsProcessor
     from tests.vllm.tiny_model import build_tiny_llama
 
-    apply_time: dict[str, list[float]] = {"ead": [0.0, 0], "adapter": [0.0, 0]}  # seconds, calls
+    apply_time: dict[tuple[str, str], list[float]] = {}  # (request kind, processor) -> [seconds, calls]
+    active = {"kind": ""}
 
-    def timed(kind: str, apply: Any, *a: Any) -> Any:
+    def timed(processor: str, apply: Any, *a: Any) -> Any:
         t0 = time.perf_counter()
         out = apply(*a)
-        apply_time[kind][0] += time.perf_counter() - t0
-        apply_time[kind][1] += 1
+        acc = apply_time.setdefault((active["kind"], processor), [0.0, 0])
+        acc[0] += time.perf_counter() - t0
+        acc[1] += 1
         return out
 
     class TimedEAD(EADLogitsProcessor):
-        """EADLogitsProcessor timing its own apply (the guard makes this, the last registered, the live one)."""
+        """EADLogitsProcessor timing its own apply (the guard makes this, registered last, the live one)."""
 
         def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
             return timed("ead", super().apply, logits, ctx)
@@ -90,20 +101,21 @@ def main() -> None:
             schedule, step = schedule_from_dict(extra["adapter_schedule"]), extra["adapter_step"]
             return lambda output_ids, logits: logits / schedule.temperature(len(output_ids), step)
 
+    max_len = args.prompt_len + args.max_tokens + 64
     model_dir = build_tiny_llama(
         args.model_dir,
         vocab_size=args.vocab,
         hidden_size=args.hidden,
         num_layers=args.layers,
         num_heads=max(1, args.hidden // 64),
-        max_position_embeddings=args.prompt_len + args.max_tokens + 64,
+        max_position_embeddings=max_len,
     )
     llm = LLM(
         model=str(model_dir),
         dtype="float32",
         enforce_eager=True,
         gpu_memory_utilization=0.2,
-        max_model_len=args.prompt_len + args.max_tokens + 64,
+        max_model_len=max_len,
         max_num_seqs=args.num_seqs,
         max_num_batched_tokens=max(8192, args.num_seqs * args.prompt_len),
         enable_prefix_caching=False,
@@ -113,10 +125,12 @@ def main() -> None:
     )
 
     schedule = EADSchedule.preset("reference")
+    mean_tau = float(np.mean(schedule.temperatures(np.arange(args.max_tokens, dtype=np.float64), 0)))
     common = dict(max_tokens=args.max_tokens, ignore_eos=True, logprobs=0, top_p=1.0, top_k=0)
     kinds = {
-        "fixed": SamplingParams(temperature=0.7, **common),
+        "fixed": SamplingParams(temperature=mean_tau, **common),
         "ead": sampling_params(schedule, 0, **common),
+        "ead_fixed": sampling_params(FixedSchedule(mean_tau), **common),
         "adapter": SamplingParams(
             temperature=1.0, extra_args={"adapter_schedule": schedule.to_dict(), "adapter_step": 0}, **common
         ),
@@ -126,53 +140,61 @@ def main() -> None:
         for i in range(args.num_seqs)
     ]
 
-    def run(kind: str) -> tuple[float, float, float]:
-        """(output tokens/s, wall seconds per engine step, processor apply seconds per step) of one run."""
-        for v in apply_time.values():
-            v[:] = [0.0, 0]
-        t0 = time.perf_counter()
+    def run(kind: str) -> tuple[float, float, float, float]:
+        """Tokens per wall second, tokens per engine-thread CPU second, wall s per step, apply s per step."""
+        active["kind"] = kind
+        processor = "adapter" if kind == "adapter" else "ead"
+        apply_time.pop((kind, processor), None)
+        t0, c0 = time.perf_counter(), time.thread_time()
         outs = llm.generate(prompts, kinds[kind], use_tqdm=False)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
         tokens = sum(len(o.token_ids) for r in outs for o in r.outputs)
         assert tokens == args.num_seqs * args.max_tokens, tokens
-        spent, calls = apply_time.get(kind, [0.0, 0])
-        return tokens / wall, wall / args.max_tokens, spent / max(calls, 1)
+        spent, calls = apply_time.get((kind, processor), [0.0, 0])
+        return tokens / wall, tokens / cpu, wall / args.max_tokens, spent / max(calls, 1)
 
     for kind in kinds:  # warm-up
         run(kind)
     load_before = os.getloadavg()[0]
-    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in kinds}
-    round_ratios: dict[str, list[float]] = {"ead/fixed": [], "ead/adapter": [], "adapter/fixed": []}
+    results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in kinds}
+    per_round: dict[int, dict[str, list[float]]] = {i: {name: [] for name in RATIOS} for i in (0, 1)}
     order = list(kinds)
     for r in range(args.repeats):
-        rnd = {kind: run(kind) for kind in order[r % 3 :] + order[: r % 3]}  # rotated: no kind always first
+        shift = r % len(order)
+        rnd = {kind: run(kind) for kind in order[shift:] + order[:shift]}  # rotated: no kind always first
         for kind, res in rnd.items():
             results[kind].append(res)
-        for name in round_ratios:  # ratios within one round share the machine's load at that time
-            a, b = name.split("/")
-            round_ratios[name].append(rnd[a][0] / rnd[b][0])
+        for i in (0, 1):
+            for name in RATIOS:
+                a, b = name.split("/")
+                per_round[i][name].append(rnd[a][i] / rnd[b][i])
 
-    med = {k: statistics.median(x[0] for x in v) for k, v in results.items()}
     print(
-        f"vLLM {vllm.__version__}, torch {torch.__version__}, CPU engine, {args.num_seqs} concurrent sequences x "
-        f"{args.max_tokens} tokens, model: Llama hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; "
+        f"vLLM {vllm.__version__}, torch {torch.__version__}, CPU engine (V1 runner), {args.num_seqs} concurrent "
+        f"sequences x {args.max_tokens} tokens, Llama hidden {args.hidden}, {args.layers} layers, vocab "
+        f"{args.vocab}; reference EAD schedule at step 0, fixed temperatures {mean_tau:.4f} (its mean tau); "
         f"{args.repeats} interleaved rounds; 1-min load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
     )
-    for kind in kinds:
-        runs = ", ".join(f"{x[0]:.0f}" for x in results[kind])
-        print(f"  {kind:8s} median {med[kind]:7.0f} output tokens/s   (rounds: {runs})")
-    for name, v in round_ratios.items():
-        a, b = name.split("/")
-        target = "   (target >= 0.98)" if name == "ead/fixed" else ""
-        print(
-            f"  ratio {name:14s} median over rounds {statistics.median(v):.3f}{target}   "
-            f"(rounds: {', '.join(f'{x:.3f}' for x in v)}; ratio of medians {med[a] / med[b]:.3f})"
-        )
-    for kind in ("ead", "adapter"):
-        a = statistics.median(x[2] for x in results[kind])
-        st = statistics.median(x[1] for x in results[kind])
-        print(f"  {kind:8s} processor apply: {a * 1e3:7.3f} ms per step = {100 * a / st:5.2f}% of its median step time")
+    for i, unit in ((0, "output tokens/s"), (1, "tokens per engine CPU-s")):
+        print(f"  {unit}:")
+        med = {k: statistics.median(x[i] for x in v) for k, v in results.items()}
+        for kind in kinds:
+            print(
+                f"    {kind:10s} median {med[kind]:7.0f}   (rounds: {', '.join(f'{x[i]:.0f}' for x in results[kind])})"
+            )
+        for name in RATIOS:
+            a, b = name.split("/")
+            target = "  target >= 0.98" if name in ("ead/fixed", "ead_fixed/fixed") else ""
+            rounds = ", ".join(f"{x:.3f}" for x in per_round[i][name])
+            print(
+                f"    ratio {name:16s} {statistics.median(per_round[i][name]):.3f} (median over rounds; ratio of "
+                f"medians {med[a] / med[b]:.3f}){target}   rounds: {rounds}"
+            )
+    for kind in ("ead", "ead_fixed", "adapter"):
+        a = statistics.median(x[3] for x in results[kind])
+        st = statistics.median(x[2] for x in results[kind])
+        print(f"  {kind:10s} processor apply {a * 1e3:7.3f} ms per step = {100 * a / st:5.2f}% of its median step time")
 
 
 if __name__ == "__main__":
