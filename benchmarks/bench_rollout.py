@@ -1,0 +1,103 @@
+"""Rollout and RL-step speed of the local backend, measured side by side in one run.
+
+Prints three ratios:
+  1. EAD vs fixed temperature in the same sampler (target >= 0.98): tokens/s, same model and batch;
+  2. our KV-cache sampler vs plain transformers ``generate`` at fixed temperature (target >= 1.0);
+  3. seconds per RL step of the default config and the projected wall time of a default 100-step
+     run (target <= 5 minutes on 2 cores), excluding the one-off cached warm start.
+Conditions alternate (A B A B ...) so background load hits them alike; medians are reported.
+
+    .venv/bin/python benchmarks/bench_rollout.py [--repeats 7] [--rows 64] [--rl-steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ead_core import EADSchedule, FixedSchedule
+from experiments.logger import JsonlLogger
+from experiments.policy import build_policy
+from experiments.rlvr import RLVRConfig, Trainer
+from experiments.rollout import encode_prompts, sample
+from experiments.tasks import make_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rows", type=int, default=64, help="sequences per batch (default config: 8 x 8)")
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--rl-steps", type=int, default=5)
+    ap.add_argument("--size", default="tiny")
+    args = ap.parse_args()
+
+    model, tok = build_policy(args.size, seed=0)
+    model.eval()
+    # A random policy rarely emits EOS early; force full-length responses so every condition decodes
+    # exactly rows x tokens tokens.
+    model.config.eos_token_id = None
+    prompts = [p.prompt for p in make_task("countdown").problems("train", args.rows, seed=0)]
+    ead, fixed = EADSchedule.preset("paper", c=1, d0=8), FixedSchedule(1.0)
+    ids, mask = encode_prompts(tok, prompts)
+
+    def ours(schedule):
+        g = torch.Generator().manual_seed(0)
+        return lambda: sample(model, tok, prompts, schedule, 3, args.tokens, g)
+
+    def hf():
+        with torch.no_grad():
+            model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                           max_new_tokens=args.tokens, min_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)  # fmt: skip
+
+    conds = {"ours EAD": ours(ead), "ours fixed": ours(fixed), "HF generate fixed": hf}
+    times: dict[str, list[float]] = {k: [] for k in conds}
+    for fn in conds.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in conds.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    tps = {k: args.rows * args.tokens / statistics.median(v) for k, v in times.items()}
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.size}, "
+          f"{args.rows} rows x {args.tokens} tokens, median of {args.repeats}")  # fmt: skip
+    for k, v in tps.items():
+        print(f"  {k:20s} {v:10.0f} tokens/s")
+    print(f"ratio EAD / fixed (same sampler)       {tps['ours EAD'] / tps['ours fixed']:.3f}   (target >= 0.98)")
+    print(
+        f"ratio ours fixed / HF generate fixed   {tps['ours fixed'] / tps['HF generate fixed']:.3f}   (target >= 1.0)"
+    )
+
+    # --- RL step of the default config -------------------------------------------------------------
+    import tempfile
+
+    cfg = RLVRConfig()
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg.validate(), Path(d), JsonlLogger(d))
+        setup_s = time.perf_counter() - t0
+        step_times = []
+        for s in range(args.rl_steps):
+            t0 = time.perf_counter()
+            trainer.train_step(s)
+            step_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        trainer.evaluate(0)
+        eval_s = time.perf_counter() - t0
+    step_s = statistics.median(step_times)
+    n_evals = cfg.steps // cfg.eval_interval + 1
+    projected = cfg.steps * step_s + n_evals * eval_s
+    print(f"RL step (default config: {cfg.prompts_per_step}x{cfg.rollouts_per_prompt} rows, {cfg.algorithm.name}): "
+          f"median {step_s:.2f} s over {args.rl_steps} steps; one evaluation {eval_s:.2f} s; setup {setup_s:.1f} s")  # fmt: skip
+    print(f"projected default run ({cfg.steps} steps, {n_evals} evaluations): {projected / 60:.2f} min   "
+          f"(target <= 5 min; ratio to target {projected / 300:.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
