@@ -51,8 +51,17 @@ def main() -> None:
 
     def hf():
         with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                           max_new_tokens=args.tokens, min_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)  # fmt: skip
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=args.tokens,
+                min_new_tokens=args.tokens,
+                pad_token_id=tok.pad_token_id,
+            )
 
     conds = {"ours EAD": ours(ead), "ours fixed": ours(fixed), "HF generate fixed": hf}
     times: dict[str, list[float]] = {k: [] for k in conds}
@@ -65,8 +74,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     tps = {k: args.rows * args.tokens / statistics.median(v) for k, v in times.items()}
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.size}, "
-          f"{args.rows} rows x {args.tokens} tokens, median of {args.repeats}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.size}, "
+        f"{args.rows} rows x {args.tokens} tokens, median of {args.repeats}"
+    )
     for k, v in tps.items():
         print(f"  {k:20s} {v:10.0f} tokens/s")
     print(f"ratio EAD / fixed (same sampler)       {tps['ours EAD'] / tps['ours fixed']:.3f}   (target >= 0.98)")
@@ -93,10 +104,14 @@ def main() -> None:
     step_s = statistics.median(step_times)
     n_evals = cfg.steps // cfg.eval_interval + 1
     projected = cfg.steps * step_s + n_evals * eval_s
-    print(f"RL step (default config: {cfg.prompts_per_step}x{cfg.rollouts_per_prompt} rows, {cfg.algorithm.name}): "
-          f"median {step_s:.2f} s over {args.rl_steps} steps; one evaluation {eval_s:.2f} s; setup {setup_s:.1f} s")  # fmt: skip
-    print(f"projected default run ({cfg.steps} steps, {n_evals} evaluations): {projected / 60:.2f} min   "
-          f"(target <= 5 min; ratio to target {projected / 300:.2f})")  # fmt: skip
+    print(
+        f"RL step (default config: {cfg.prompts_per_step}x{cfg.rollouts_per_prompt} rows, {cfg.algorithm.name}): "
+        f"median {step_s:.2f} s over {args.rl_steps} steps; one evaluation {eval_s:.2f} s; setup {setup_s:.1f} s"
+    )
+    print(
+        f"projected default run ({cfg.steps} steps, {n_evals} evaluations): {projected / 60:.2f} min   "
+        f"(target <= 5 min; ratio to target {projected / 300:.2f})"
+    )
 
 
 if __name__ == "__main__":
