@@ -67,6 +67,26 @@ def _metrics(llm: Any) -> dict[str, float]:
     return {wanted[m.name]: float(m.value) for m in llm.get_metrics() if m.name in wanted}
 
 
+def _instances_since(before: set[int]) -> dict[str, int]:
+    """How many EADLogitsProcessor instances the last engine built, and how many of them are live."""
+    import gc
+
+    from ead_core.vllm_processor import EADLogitsProcessor
+
+    gc.unfreeze()  # vLLM gc.freeze()s its start-up objects, which hides them from gc.get_objects()
+    new = [o for o in gc.get_objects() if isinstance(o, EADLogitsProcessor) and id(o) not in before]
+    return {"instances": len(new), "live": sum(o.is_live for o in new)}
+
+
+def _existing_instances() -> set[int]:
+    import gc
+
+    from ead_core.vllm_processor import EADLogitsProcessor
+
+    gc.unfreeze()
+    return {id(o) for o in gc.get_objects() if isinstance(o, EADLogitsProcessor)}
+
+
 def _generate(llm: Any, requests: list[tuple[str, list[int], Any]]) -> list[dict[str, Any]]:
     from vllm.inputs import TokensPrompt
 
@@ -84,6 +104,7 @@ def main_engine(model: str, out: dict[str, Any]) -> None:
     from ead_core.vllm_processor import FQCN
 
     t0 = time.perf_counter()
+    before = _existing_instances()
     llm = LLM(
         model=model,
         logits_processors=[FQCN],
@@ -95,6 +116,7 @@ def main_engine(model: str, out: dict[str, Any]) -> None:
         **ENGINE_KW,
     )
     out["timing"]["main_start_s"] = time.perf_counter() - t0
+    out["instances"] = {"main": _instances_since(before)}
 
     a = EADSchedule(tau_max=1.2, tau_min=0.3, d0=20, c=4)
     b = EADSchedule.preset("paper", c=6, tau_min=0.5)
@@ -196,8 +218,10 @@ def registration_engine(model: str, name: str, out: dict[str, Any]) -> None:
         v1lp._load_logitsprocs_plugins = lambda: []
     t0 = time.perf_counter()
     try:
+        before = _existing_instances()
         llm = LLM(model=model, logits_processors=processors[name], **ENGINE_KW)
         out["timing"][f"{name}_start_s"] = time.perf_counter() - t0
+        out.setdefault("instances", {})[name] = _instances_since(before)
         s = EADSchedule(tau_max=1.2, tau_min=0.3, d0=20, c=4)
         out["registration"][name] = _generate(
             llm, [(name, _word_ids(7, 11), sampling_params(s, 3, seed=15, max_tokens=32, ignore_eos=True))]

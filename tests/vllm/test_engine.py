@@ -164,6 +164,19 @@ def test_registration_applies_temperature_exactly_once(
     assert max_error(hf_model, rec, tau_power=2.0) > FAR  # and only once
 
 
+@pytest.mark.parametrize(
+    ("registration", "instances"),
+    [("main", 2), ("ep_and_class", 2), ("ep_only", 1), ("arg_only", 1)],
+)
+def test_each_registration_builds_the_expected_instances_with_one_live(
+    engine_results: dict[str, Any], registration: str, instances: int
+) -> None:
+    # Entry point + engine argument: vLLM builds the class twice and the guard leaves one live; either way
+    # alone: one instance. (This also shows that "arg_only" really ran without the entry point.)
+    _no_engine_errors(engine_results, registration)
+    assert engine_results["instances"][registration] == {"instances": instances, "live": 1}
+
+
 def test_speculative_decoding_is_refused(engine_results: dict[str, Any]) -> None:
     _no_engine_errors(engine_results, "specdec")
     got = engine_results["specdec"]
