@@ -112,6 +112,39 @@ def majority_at_n(answers: Sequence[Hashable | None], correct: Sequence[bool | f
     return float(bool(correct[answers.index(winner)]))
 
 
+def majority_at_k_bootstrap(
+    answers: Sequence[Hashable | None], correct: Sequence[bool | float], k: int, n_bootstrap: int = 200, seed: int = 0
+) -> float:
+    """Maj@k estimated from n >= k samples by drawing k WITHOUT replacement, ``n_bootstrap`` times.
+
+    Each draw is voted with ``majority_at_n`` rules, taking the draw's order as sample order (so ties go
+    to the answer drawn first). Used by the branching study (Maj@1, 3, 8, 16 from 16 continuations).
+    """
+    n = len(answers)
+    if len(correct) != n:
+        raise ValueError(f"answers and correct must have the same length, got {n} and {len(correct)}")
+    k = check_int("k", k, ge=1)
+    if k > n:
+        raise ValueError(f"k must be in [1, n]; got k={k} with n={n}")
+    codes_of: dict[Hashable, int] = {}
+    codes = np.array([-1 if a is None else codes_of.setdefault(a, len(codes_of)) for a in answers])
+    ok = np.asarray(correct, dtype=float)
+    if not codes_of:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    draws = np.argsort(rng.random((check_int("n_bootstrap", n_bootstrap, ge=1), n)), axis=1)[:, :k]  # (B, k)
+    dc = codes[draws]
+    onehot = (dc[:, :, None] == np.arange(len(codes_of))[None, None, :]) & (dc[:, :, None] >= 0)  # (B, k, A)
+    counts = onehot.sum(axis=1)
+    first = np.where(onehot.any(axis=1), onehot.argmax(axis=1), k)  # first draw position of each answer
+    score = np.where(counts > 0, counts * (k + 1) - first, -1)
+    winner = score.argmax(axis=1)
+    has_vote = counts.max(axis=1) > 0
+    first_pos = first[np.arange(len(winner)), winner]
+    won_ok = ok[draws[np.arange(len(winner)), np.minimum(first_pos, k - 1)]]
+    return float(np.mean(np.where(has_vote, won_ok, 0.0)))
+
+
 def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Entropy (nats) of softmax(logits) over the last axis, computed stably from logits.
 

@@ -60,14 +60,20 @@ def sample(
     max_new_tokens: int,
     generator: torch.Generator | None = None,
     greedy: bool = False,
+    position_offset: int = 0,
 ) -> Rollout:
-    """Sample one response per prompt (repeat prompts for groups), annealing tau along the response."""
+    """Sample one response per prompt (repeat prompts for groups), annealing tau along the response.
+
+    ``position_offset`` is the number of response tokens already inside the prompts (a branching
+    study continues a response from its first K tokens): the schedule then counts positions from
+    the ORIGINAL response start, t = position_offset + generated so far.
+    """
     was_training = model.training
     model.eval()
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     b = prompt_ids.shape[0]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32), step)
+    taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
     out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
     out_lp = torch.zeros(b, max_new_tokens)
     out_mask = torch.zeros(b, max_new_tokens)

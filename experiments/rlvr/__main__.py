@@ -8,26 +8,14 @@ checkpoint.pt, policy/ and DONE.json. Re-running the same command resumes or ret
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
-import types
-import typing
 from typing import Any
 
+from experiments.cli import add_dataclass_options, collect
 from experiments.rlvr.config import RLVRConfig, from_dict
 from experiments.rlvr.train import run
-
-
-def _parser_type(tp: Any) -> Any:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else tp
-    if base is bool:
-        return lambda s: {"true": True, "false": False, "1": True, "0": False}[s.lower()]
-    if base is dict:
-        return json.loads
-    return base
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,43 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="output directory (default: runs/<config hash>)")
     p.add_argument("--config", default=None, help="JSON file with (part of) the config; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    hints = typing.get_type_hints(RLVRConfig)
-    defaults = RLVRConfig()
-    for f in dataclasses.fields(RLVRConfig):
-        sub = getattr(defaults, f.name)
-        if dataclasses.is_dataclass(sub):
-            sub_hints = typing.get_type_hints(type(sub))
-            group = p.add_argument_group(f.name)
-            for g in dataclasses.fields(sub):
-                group.add_argument(
-                    f"--{f.name}.{g.name}",
-                    dest=f"{f.name}.{g.name}",
-                    type=_parser_type(sub_hints[g.name]),
-                    default=argparse.SUPPRESS,
-                    help=f"{g.metadata.get('help', '')} (default: {getattr(sub, g.name)!r})",
-                )
-        else:
-            p.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                dest=f.name,
-                type=_parser_type(hints[f.name]),
-                default=argparse.SUPPRESS,
-                help=f"{f.metadata.get('help', '')} (default: {sub!r})",
-            )
+    add_dataclass_options(p, RLVRConfig)
     return p
 
 
 def config_from_args(ns: argparse.Namespace) -> RLVRConfig:
     data: dict[str, Any] = json.load(open(ns.config)) if ns.config else {}
-    for key, value in vars(ns).items():
-        if key in ("run_dir", "config", "quiet"):
-            continue
-        if "." in key:
-            top, sub = key.split(".", 1)
-            data.setdefault(top, {})[sub] = value
-        else:
-            data[key] = value
+    for key, value in collect(ns, skip=("run_dir", "config", "quiet")).items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) and key != "task_knobs" else value
     return from_dict(data)
 
 

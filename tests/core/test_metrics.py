@@ -16,6 +16,7 @@ from ead_core.metrics import (
     bootstrap_best_worst_at_k,
     cumulative_entropy,
     entropy_by_position,
+    majority_at_k_bootstrap,
     majority_at_n,
     mean_at_k,
     pass_at_k,
@@ -133,3 +134,29 @@ def test_entropy_by_position_and_cumulative():
     np.testing.assert_allclose(cum, [2.0, (4 + 6) / 4])
     with pytest.raises(ValueError, match="batch, length"):
         entropy_by_position(ent, mask[:, :2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["1", "2", "3", None]), min_size=1, max_size=7), st.data())
+def test_majority_bootstrap_matches_enumeration(answers, data):
+    """Without replacement, Maj@k averages majority_at_n over all ordered k-draws."""
+    correct = [a == "1" for a in answers]
+    k = data.draw(st.integers(1, len(answers)))
+    exact = np.mean(
+        [
+            majority_at_n([answers[i] for i in perm], [correct[i] for i in perm])
+            for perm in itertools.permutations(range(len(answers)), k)
+        ]
+    )
+    est = majority_at_k_bootstrap(answers, correct, k, n_bootstrap=4000, seed=1)
+    assert est == pytest.approx(exact, abs=0.04)
+    if k == len(answers) and len(set(a for a in answers if a is not None)) <= 1:
+        assert est == majority_at_n(answers, correct)
+
+
+def test_majority_bootstrap_errors():
+    with pytest.raises(ValueError, match="k must be"):
+        majority_at_k_bootstrap(["1"], [1], 2)
+    with pytest.raises(ValueError, match="same length"):
+        majority_at_k_bootstrap(["1", "2"], [1], 1)
+    assert majority_at_k_bootstrap([None, None], [0, 0], 1) == 0.0
