@@ -437,14 +437,15 @@ def sample_condition(
     return Samples(texts=texts, lengths=lengths, nll=nll, truncated=truncated, seconds=seconds)
 
 
-def warmup(llm: LLM, prompt: list[int]) -> None:
-    """One short request first, so the first condition's timing does not include the engine's warm-up."""
-    from vllm import SamplingParams
+def warmup(llm: LLM, prompts: list[list[int]], samples: int) -> None:
+    """A short run of the study's own shape (every prompt, n samples, through the processor), so that the first
+    condition's timing does not include the engine's first-batch costs."""
     from vllm.inputs import TokensPrompt
 
-    llm.generate(
-        [TokensPrompt(prompt_token_ids=prompt)], SamplingParams(max_tokens=2, detokenize=False), use_tqdm=False
-    )
+    from ead_core.vllm_params import sampling_params
+
+    sp = sampling_params(FixedSchedule(1.0), n=samples, max_tokens=4, seed=0, detokenize=False)
+    llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
 
 
 def score(task: Task, problems: list[Problem], texts: list[list[str]]) -> tuple[np.ndarray, list[list[str | None]]]:
@@ -594,7 +595,7 @@ def run(cfg: InferenceScalingConfig, logger: RunLogger, progress: bool = True) -
 
     llm = build_engine(policy_dir, cfg.engine, cfg.seed)
     try:
-        warmup(llm, prompts[0])
+        warmup(llm, prompts, S)
         results = []
         for cond in conditions:
             s = sample_condition(llm, tokenizer, prompts, cond, S, cfg.max_tokens, cfg.seed, progress)
