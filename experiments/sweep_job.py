@@ -31,7 +31,6 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments.rlvr.config import RLVRConfig, from_dict
 from experiments.tracking import (
-    DEFAULT_TRACKING_URI,
     FINISHED,
     RUNNING,
     MlflowRunLogger,
@@ -67,9 +66,9 @@ class ServeMode(Enum):
 @dataclass
 class TrackingConfig:
     """Where runs are tracked. ``uri``: any MLflow tracking URI; a relative ``sqlite:///file.db`` is relative to the
-    directory the sweep is launched from."""
+    directory the sweep is launched from. Set by the `tracking` group (sqlite: ``sqlite:///mlflow.db``; server: yours)."""
 
-    uri: str = DEFAULT_TRACKING_URI
+    uri: str = MISSING
     serve: ServeMode = ServeMode.auto
     # Interface the auto-started server binds: None = 127.0.0.1 for local launchers, 0.0.0.0 for Slurm (other nodes).
     server_host: str | None = None

@@ -18,7 +18,6 @@ Only the standard library is imported at module level; ``mlflow`` is imported wh
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -30,7 +29,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -289,8 +288,9 @@ class RunEndGuard:
     - Ctrl-C / SystemExit: KILLED;
     - SIGUSR2 under submitit (preemption or time limit; submitit then requeues the job and exits): KILLED,
       ``end_reason = preempted or timed out (SIGUSR2): requeued``; submitit's own handler still runs;
-    - SIGTERM: KILLED at once (SIGKILL usually follows: scancel, ``scontrol requeue``, node shutdown). Under submitit,
-      which deliberately ignores SIGTERM, the job keeps running; elsewhere :class:`Terminated` is raised.
+    - SIGTERM (scancel, ``scontrol requeue``, node shutdown; SIGKILL usually follows): KILLED. Under submitit, which
+      deliberately ignores SIGTERM, the run is marked at once and the job keeps running; elsewhere
+      :class:`Terminated` is raised and the run is marked while unwinding.
 
     A run left RUNNING (SIGKILL, OOM) is continued by the next job with its config hash. Each ending also increments
     the ``interruptions`` tag, so a run that finished after a preemption is distinguishable from one that never stopped.
@@ -305,39 +305,47 @@ class RunEndGuard:
         self._marked = False
 
     def _mark(self, status: str, reason: str) -> None:
-        """Record the end state; at most once per attempt, bounded in time (a server that is down must not hang us)."""
+        """Record the end state once per attempt; bounded in time (a tracking server that is down must not hang a dying
+        job). A failed attempt is retried by the next call (``__exit__`` after a handler)."""
         if self._marked:
             return
-        self._marked = True
-        self.interruptions += 1
+        done = threading.Event()
 
         def work() -> None:
             try:
-                self.logger.set_tags({"end_reason": reason[:5000], "interruptions": self.interruptions})
+                self.logger.set_tags({"end_reason": reason[:5000], "interruptions": self.interruptions + 1})
                 self.logger.finish(status)
+                done.set()
             except Exception as e:  # noqa: BLE001 - best effort while dying
                 log.warning("could not mark MLflow run %s %s: %s", self.logger.run_id, status, e)
 
         t = threading.Thread(target=work, daemon=True)
         t.start()
         t.join(timeout=20)
-        log.warning("MLflow run %s marked %s: %s", self.logger.run_id, status, reason)
+        if done.is_set():
+            self._marked = True
+            self.interruptions += 1
+            log.warning("MLflow run %s marked %s: %s", self.logger.run_id, status, reason)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.reason = f"signal {signal.Signals(signum).name}"
-        self._mark(KILLED, self.reason)
         previous = self._previous.get(signum)
-        if callable(previous):
-            previous(signum, frame)  # submitit: "bypass" (keep running; SIGKILL or a requeue follows)
-        elif previous != signal.SIG_IGN:
-            raise Terminated(signum)
+        if callable(previous) or previous == signal.SIG_IGN:
+            # submitit ignores SIGTERM on purpose (a requeue or SIGKILL follows): record the end now, keep running.
+            self._mark(KILLED, self.reason)
+            if callable(previous):
+                previous(signum, frame)
+            return
+        # Unwind first and mark in __exit__: here the main thread may be inside a tracking-store transaction.
+        raise Terminated(signum)
 
     def _on_usr2(self, signum: int, frame: FrameType | None) -> None:
         self.reason = "preempted or timed out (SIGUSR2): requeued"
+        # submitit's handler requeues the job, after which Slurm kills it within KillWait: mark before that.
         self._mark(KILLED, self.reason)
         previous = self._previous.get(signum)
         if callable(previous):
-            previous(signum, frame)  # submitit: checkpoint(), requeue, sys.exit
+            previous(signum, frame)  # submitit: checkpoint(), `scontrol requeue`, sys.exit
 
     def __enter__(self) -> RunEndGuard:
         if threading.current_thread() is threading.main_thread():
@@ -396,18 +404,3 @@ def backfill_from_run_dir(logger: MlflowRunLogger, records: Iterable[dict[str, A
 
 def host() -> str:
     return socket.gethostname()
-
-
-@contextlib.contextmanager
-def temporary_env(**values: str) -> Iterator[None]:
-    """Set environment variables for the block (used to hand jobs launch-time values)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
