@@ -97,6 +97,14 @@ class EngineConfig:
     gpu_memory_utilization: float = field(default=0.2, metadata=_h("fraction of accelerator memory, in (0, 1]"))
     max_num_seqs: int = field(default=512, metadata=_h("concurrent sequences (n samples count individually)"))
     max_model_len: int | None = field(default=None, metadata=_h("context length (None: the model's)"))
+    max_num_batched_tokens: int | None = field(default=None, metadata=_h("tokens per engine step (None: vLLM's)"))
+    enable_chunked_prefill: bool | None = field(
+        default=None,
+        metadata=_h(
+            "split prompts across steps (None: off on CPU, vLLM's default elsewhere; vLLM 0.32's CPU runner crashes "
+            "with 'CPU Generator does not use offset' when a seeded request's prefill is split)"
+        ),
+    )
     extra: dict = field(default_factory=dict, metadata=_h("further vllm.LLM keyword arguments (JSON)"))
 
 
@@ -232,6 +240,12 @@ class InferenceScalingConfig:
             f"None or an integer > max_tokens ({self.max_tokens})",
             e.max_model_len,
         )
+        need(
+            e.max_num_batched_tokens is None or (is_int(e.max_num_batched_tokens) and e.max_num_batched_tokens >= 1),
+            "engine.max_num_batched_tokens",
+            "None or an integer >= 1",
+            e.max_num_batched_tokens,
+        )
         need(isinstance(e.extra, dict), "engine.extra", "a dict of vllm.LLM keyword arguments", e.extra)
         return self
 
@@ -366,6 +380,7 @@ def prompt_token_ids(tokenizer: Any, problems: list[Problem]) -> list[list[int]]
 def build_engine(policy_dir: str, engine: EngineConfig, seed: int) -> LLM:
     """A vLLM engine with the EAD processor and processed (behaviour) log-probs."""
     from vllm import LLM
+    from vllm.platforms import current_platform
 
     from ead_core.vllm_processor import FQCN
 
@@ -379,8 +394,14 @@ def build_engine(policy_dir: str, engine: EngineConfig, seed: int) -> LLM:
         logits_processors=[FQCN],
         logprobs_mode="processed_logprobs",
     )
-    if engine.max_model_len is not None:
-        kwargs["max_model_len"] = engine.max_model_len
+    for name in ("max_model_len", "max_num_batched_tokens", "enable_chunked_prefill"):
+        if getattr(engine, name) is not None:
+            kwargs[name] = getattr(engine, name)
+    if engine.enable_chunked_prefill is None and current_platform.is_cpu():
+        # Every request here is seeded. When a prefill is split, the V1 runner rewinds the request's generator
+        # by an offset, which only CUDA generators have: on CPU the engine dies. Unsplit prefills avoid it.
+        log.info("CPU: chunked prefill off (seeded requests; see EngineConfig.enable_chunked_prefill)")
+        kwargs["enable_chunked_prefill"] = False
     return LLM(**{**kwargs, **engine.extra})
 
 

@@ -109,7 +109,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "experiments.inference_scaling", "--run-dir", str(run_dir), "--quiet"]
     cmd += ["--policy-dir", str(policy), "--eval-prompts", str(PROMPTS), "--n-grid", json.dumps(N_GRID)]
     cmd += ["--conditions", json.dumps(CONDITIONS), "--max-tokens", "16", "--n-bootstrap", "400"]
-    cmd += ["--engine.max_num_seqs", "256"]
+    # A step budget below the first step's prefill (192 prompts of ~10 tokens) makes the scheduler spread the
+    # prefills over several steps: with chunked prefill on, that split seeded requests and crashed the CPU runner.
+    cmd += ["--engine.max_num_seqs", "256", "--engine.max_num_batched_tokens", "512"]
     t0 = time.monotonic()
     with open(log, "wb") as f:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=TIMEOUT_S)
