@@ -38,6 +38,7 @@ loads in both environments; running the study needs ``.venv-vllm``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -677,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="output directory (default: runs/infer-<config hash>)")
     p.add_argument("--config", default=None, help="JSON file with (part of) the config; flags override it")
     p.add_argument(
-        "--mlflow-uri", default=None, help="also log to this MLflow tracking URI (needs experiments.tracking)"
+        "--mlflow-uri",
+        default=None,
+        help="also log to MLflow (needs mlflow; .venv-vllm lacks it: rerun a finished run dir from .venv to publish)",
     )
     p.add_argument("--mlflow-experiment", default="ead-inference-scaling", help="MLflow experiment name")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -702,19 +705,62 @@ def config_from_args(ns: argparse.Namespace) -> InferenceScalingConfig:
     return InferenceScalingConfig(**data, engine=EngineConfig(**engine))
 
 
-def make_logger(run_dir: Path, mlflow_uri: str | None, experiment: str, run_name: str) -> RunLogger:
-    """JSONL in ``run_dir``, plus MLflow when a URI is given and ``experiments.tracking`` provides a logger."""
-    jsonl = JsonlLogger(run_dir)
-    if not mlflow_uri:
-        return jsonl
+BACKEND = "vllm_inference_scaling"  # the MLflow ``backend`` tag of these runs
+
+
+def open_mlflow_run(
+    uri: str, experiment: str, cfg: InferenceScalingConfig, run_dir: Path, *, finished_ok: bool
+) -> tuple[Any, bool] | None:
+    """``(MlflowRunLogger, already_finished)`` for this config's run in ``experiment``, or None without MLflow.
+
+    Follows experiments/tracking.py's conventions: a run is identified by the tags ``config_hash`` and ``backend``,
+    and the newest run of the hash is continued unless it is FINISHED. A FINISHED one is returned as such when
+    ``finished_ok`` (the run directory is finished too: nothing to log); otherwise a fresh run is opened.
+    ``mlflow`` is not in ``.venv-vllm``: run the study there, then publish the finished run directory from
+    ``.venv`` with the same command plus ``--mlflow-uri``.
+    """
     try:
         import mlflow  # noqa: F401
 
-        from experiments import tracking  # type: ignore[attr-defined]
+        from experiments import tracking
     except ImportError as e:
-        log.warning("--mlflow-uri given but MLflow logging is unavailable (%s); logging JSONL only", e)
-        return jsonl
-    return MultiLogger(jsonl, tracking.MlflowLogger(mlflow_uri, experiment=experiment, run_name=run_name))
+        log.warning("--mlflow-uri given but MLflow is not importable here (%s): logging JSONL only", e)
+        return None
+    uri = tracking.resolve_tracking_uri(uri, Path.cwd())
+    client = tracking.make_client(uri)
+    experiment_id = tracking.ensure_experiment(client, experiment, uri)
+    latest = tracking.latest_run(client, experiment_id, cfg.hash, BACKEND)
+    if latest is not None and latest.info.status == tracking.FINISHED:
+        if finished_ok:
+            return tracking.MlflowRunLogger(client, latest.info.run_id), True
+        latest = None
+    tags = {
+        "config_hash": cfg.hash,
+        "backend": BACKEND,
+        "git_commit": tracking.git_commit(),
+        "host": tracking.host(),
+        "run_dir": str(run_dir.resolve()),
+    }
+    if latest is not None:
+        run_id = latest.info.run_id
+        client.update_run(run_id, status=tracking.RUNNING)
+    else:
+        run_id = client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
+    ml = tracking.MlflowRunLogger(client, run_id)
+    ml.set_tags(tags)
+    return ml, False
+
+
+def publish_run_dir(run_dir: Path, ml: Any) -> None:
+    """Log a finished run directory (params, metrics by step, tables) into an MLflow run and finish it."""
+    jsonl = JsonlLogger(run_dir)
+    ml.log_params(json.loads((run_dir / "params.json").read_text()))
+    for rec in jsonl.records():
+        ml.log_metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
+    for path in sorted((run_dir / "tables").glob("*.jsonl")):
+        ml.log_table(path.stem, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    ml.set_tags({"end_reason": "completed"})
+    ml.finish("FINISHED")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -738,21 +784,38 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(ns.run_dir) if ns.run_dir else Path("runs") / f"infer-{cfg.hash}"
     table = run_dir / "tables" / "infer_scaling.jsonl"
     status = run_dir / "status"
-    if status.exists() and status.read_text().strip() == "FINISHED" and table.exists():
+    finished = status.exists() and status.read_text().strip() == "FINISHED" and table.exists()
+    opened = None
+    if ns.mlflow_uri:
+        opened = open_mlflow_run(ns.mlflow_uri, ns.mlflow_experiment, cfg, run_dir, finished_ok=finished)
+    ml, ml_finished = opened if opened is not None else (None, True)
+    if finished:
+        if ml is not None and not ml_finished:
+            publish_run_dir(run_dir, ml)
+            print(f"published {run_dir} to MLflow run {ml.run_id}")
         print(f"already finished: {run_dir}")
         print(format_table([json.loads(line) for line in table.read_text().splitlines()]))
         return 0
     # One in-process engine (no engine-core subprocess): simpler to stop, and the CPU build gains nothing from it.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    logger = make_logger(run_dir, ns.mlflow_uri, ns.mlflow_experiment, run_dir.name)
+    jsonl = JsonlLogger(run_dir)
+    logger: RunLogger = MultiLogger(jsonl, ml) if ml is not None else jsonl
+    guard = contextlib.nullcontext()
+    if ml is not None:
+        from experiments.tracking import RunEndGuard
+
+        guard = RunEndGuard(ml)  # marks the MLflow run KILLED / FAILED with the reason
     try:
-        out = run(cfg, logger, progress=not ns.quiet)
+        with guard:
+            out = run(cfg, logger, progress=not ns.quiet)
     except KeyboardInterrupt:
-        logger.finish("KILLED")
+        jsonl.finish("KILLED")
         raise
     except BaseException:
-        logger.finish("FAILED")
+        jsonl.finish("FAILED")
         raise
+    if ml is not None:
+        ml.set_tags({"end_reason": "completed"})
     logger.finish("FINISHED")
     print(format_table(out["rows"]))
     print(f"run dir: {run_dir}")

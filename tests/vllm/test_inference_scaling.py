@@ -6,7 +6,7 @@ its accuracy is far from 0 and 1 and falls with temperature, so every metric has
 then check the logged metrics and tables: complete, in [0, 1], Pass@N non-decreasing and Worst@N
 non-increasing in N, Pass@N >= Mean >= Worst@N, Maj@1 close to Mean, and that the conditions really
 sampled differently. Config validation, condition parsing and the metric arithmetic are checked without an
-engine.
+engine (unmarked: they run in the main environment, as does publishing a finished run directory to MLflow).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.vllm
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 420
@@ -146,6 +144,7 @@ def _series(study: dict[str, Any], label: str, metric: str) -> np.ndarray:
 # The real run
 
 
+@pytest.mark.vllm
 def test_run_finished_and_logged_every_step_and_metric(study: dict[str, Any]) -> None:
     assert study["status"] == "FINISHED"
     assert [r["step"] for r in study["metrics"]] == N_GRID  # one record per N, step = N
@@ -163,6 +162,7 @@ def test_run_finished_and_logged_every_step_and_metric(study: dict[str, Any]) ->
     assert json.loads(p["condition.ead_local"])["kind"] == "ead"
 
 
+@pytest.mark.vllm
 def test_table_matches_metrics(study: dict[str, Any]) -> None:
     rows = study["rows"]
     assert [(r["condition"], r["N"]) for r in rows] == [(label, n) for label in LABELS for n in N_GRID]
@@ -180,6 +180,7 @@ def test_table_matches_metrics(study: dict[str, Any]) -> None:
     assert all(len(s["votes"]) == len(s["correct"]) == max(N_GRID) for s in study["samples"])
 
 
+@pytest.mark.vllm
 @pytest.mark.parametrize("label", LABELS)
 def test_pass_worst_mean_are_ordered_and_monotone_in_n(study: dict[str, Any], label: str) -> None:
     pass_n, worst_n, mean = (_series(study, label, m) for m in ("pass_at_n", "worst_at_n", "mean_at_n"))
@@ -190,6 +191,7 @@ def test_pass_worst_mean_are_ordered_and_monotone_in_n(study: dict[str, Any], la
     assert 0.05 < mean[0] < 0.95 and pass_n[-1] > mean[0] > worst_n[-1]  # the policy leaves room to move
 
 
+@pytest.mark.vllm
 @pytest.mark.parametrize("label", LABELS)
 def test_majority_at_one_is_the_mean(study: dict[str, Any], label: str) -> None:
     # Maj@1 votes with a single sample, so its expectation is the mean accuracy; 400 bootstrap draws per prompt.
@@ -198,6 +200,7 @@ def test_majority_at_one_is_the_mean(study: dict[str, Any], label: str) -> None:
     assert study["conditions"][label]["vote_ambiguity"] == 0.0  # the vote key decides correctness
 
 
+@pytest.mark.vllm
 def test_conditions_sample_differently(study: dict[str, Any]) -> None:
     c = study["conditions"]
     cold, hot, ead = c["fixed_0.6"], c["fixed_1.2"], c["ead_local"]
@@ -211,12 +214,14 @@ def test_conditions_sample_differently(study: dict[str, Any]) -> None:
     assert all(x["response_length"] > 1 and x["truncated_frac"] < 0.5 for x in (cold, hot, ead))
 
 
+@pytest.mark.vllm
 def test_module_import_is_light(study: dict[str, Any]) -> None:
     assert study["import_rc"] == 0
     loaded = set(json.loads(study["modules"].strip().splitlines()[-1].replace("'", '"')))
     assert not loaded & {"vllm", "verl", "hydra", "mlflow"}, loaded
 
 
+@pytest.mark.vllm
 def test_rerun_of_a_finished_run_returns_at_once(study: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from experiments.inference_scaling import main
 
@@ -327,3 +332,38 @@ def test_scaling_metrics_arithmetic() -> None:
     assert [rows[n]["worst"] for n in (1, 2, 4)] == pytest.approx([(0.25 + 0.75) / 2, (0 + 0.5) / 2, 0.0])
     assert rows[4]["maj"] == np.mean([majority_at_n(v, c) for v, c in zip(votes, correct)]) == 0.5  # exact at N = S
     assert rows[1]["maj"] == pytest.approx(rows[1]["mean"], abs=0.03)
+
+
+def test_finished_run_dir_is_published_to_mlflow_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # mlflow lives in .venv, vLLM in .venv-vllm: a run directory finished in one is published from the other.
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from experiments.inference_scaling import BACKEND, InferenceScalingConfig, main
+    from experiments.logger import JsonlLogger
+
+    run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    jl = JsonlLogger(run_dir)
+    jl.log_params({"task": "countdown", "n_grid": "[1, 2]"})
+    for n in (1, 2):
+        jl.log_metrics({"infer/fixed_0.6/maj_at_n": 0.5 / n, "infer/fixed_0.6/pass_at_n": 0.4 * n}, step=n)
+    rows = [
+        {"condition": "fixed_0.6", "N": n, "maj": 0.5 / n, "pass": 0.4 * n, "worst": 0.1, "mean": 0.3} for n in (1, 2)
+    ]
+    jl.log_table("infer_scaling", rows)
+    jl.finish("FINISHED")
+    argv = ["--run-dir", str(run_dir), "--mlflow-uri", uri, "--mlflow-experiment", "infer-test"]
+    assert main(argv) == 0
+    assert "published" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("infer-test")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["config_hash"] == InferenceScalingConfig().hash and run.data.tags["backend"] == BACKEND
+    history = client.get_metric_history(run.info.run_id, "infer/fixed_0.6/pass_at_n")
+    assert sorted((m.step, m.value) for m in history) == [(1, pytest.approx(0.4)), (2, pytest.approx(0.8))]
+    assert run.data.params["task"] == "countdown"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "tables")] == ["tables/infer_scaling.json"]
+    assert main(argv) == 0  # already in MLflow: nothing logged twice, no second run
+    assert "published" not in capsys.readouterr().out
+    assert len(client.search_runs([exp.experiment_id])) == 1
