@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from experiments.rlvr import RLVRConfig
 from tests.conftest import EASY_COUNTDOWN
-from tests.sweep.helpers import PRESETS, SWEEPS, composed, plan
+from tests.sweep.helpers import PRESETS, SWEEPS, composed, plan, sweeper
 
 EXPECTED_JOBS = {
     "smoke": 2, "default": 4, "paper_grid": 48, "tis_ablation": 9, "decay_ablation": 15, "size_scaling": 12,
@@ -166,3 +166,10 @@ def test_one_bad_job_rejects_the_whole_sweep() -> None:
     message = str(info.value)
     assert message.startswith("1 of 3 sweep job(s) have an invalid config")
     assert "sampling.tau_max=0.05" in message and "sampling.tau_max must be" in message
+
+
+def test_dry_run_plans_and_launches_nothing(tmp_path: Path) -> None:
+    overrides = ["experiment=size_scaling", "dry_run=true"]
+    with sweeper(overrides) as sw:
+        assert sw.sweep(overrides) == []
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
