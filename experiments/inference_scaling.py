@@ -301,7 +301,7 @@ def parse_condition(spec: str | dict, where: str = "condition") -> Condition:
             raise ValueError(f"{where}: {e}") from None
         if label is None:
             label = (
-                f"fixed_{schedule.tau:g}" if isinstance(schedule, FixedSchedule) else f"ead_{d.get('preset', 'paper')}"
+                f"fixed_{schedule.tau!r}" if isinstance(schedule, FixedSchedule) else f"ead_{d.get('preset', 'paper')}"
             )
             label += f"_s{step:g}" if step and isinstance(schedule, EADSchedule) else ""
         return _finish(where, str(label), schedule, step)

@@ -305,6 +305,7 @@ def test_condition_specs() -> None:
         and c.schedule == SamplingConfig("ead", "reference", d0=25, c=10, d_growth=5).schedule()
     )
     assert parse_condition({"kind": "fixed", "tau": 0.6, "label": "base"}).label == "base"
+    assert parse_condition({"kind": "fixed", "tau": 1}).label == "fixed_1.0"
 
 
 def test_warm_start_settings_follow_the_config() -> None:
