@@ -10,6 +10,7 @@ logger itself (``verl.utils.tracking.Tracking``) does import here and is run aga
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import inspect
 from pathlib import Path
@@ -64,13 +65,24 @@ def test_verl_imports_modules_named_in_verl_use_external_modules():
     assert importlib.util.find_spec("experiments.verl_backend.trainer") is not None
 
 
-def test_hook_imports_where_transfer_queue_is_installed():
+def test_hook_where_transfer_queue_is_installed(composed):
+    """Skipped in CI (no transfer_queue). Where it is installed: the real trainer class, built on the composed
+    config, is verl's sync trainer and adds our eval metrics next to verl's validation metrics."""
     pytest.importorskip("transfer_queue", reason="verl's V1 trainer needs transfer_queue (GPU environment only)")
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 
     from experiments.verl_backend.trainer import EADSyncTrainer
 
     assert get_trainer_cls(ov.TRAINER_MODE) is EADSyncTrainer
+    cfg, c = composed["smoke"]
+    trainer = EADSyncTrainer(copy.deepcopy(c))
+    assert trainer.trainer_mode == "sync" and type(trainer.replay_buffer).__name__ == "ReplayBuffer"
+    assert trainer.ead_schedule == cfg.schedule() and trainer.ead_eval_k == cfg.eval_k
+    sources, uids = ["math500"] * 8 + ["math500_greedy"] * 2, ["a"] * 4 + ["b"] * 4 + ["a", "b"]
+    acc = [1, 0, 0, 0, 1, 1, 1, 1, 1, 0]
+    m = trainer._val_metrics_update(sources, uids, {"reward": acc, "acc": acc}, [2] * 10)
+    assert m["eval/pass_at_4"] == 1.0 and m["eval/worst_at_4"] == 0.5 and m["eval_greedy/accuracy"] == 0.5
+    assert m["val-core/math500/acc/mean@4"] == 0.625  # verl's own metrics are still there
 
 
 def test_verls_tracking_reads_the_mlflow_variables_we_set():
