@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main command (README "Main command"): on a fresh machine, install the main environment, run the default small
+# sweep locally (EAD vs fixed temperature 1.0, 2 seeds, tiny countdown policy; sweeps/experiment/default.yaml), draw
+# its Pass@16 / Worst@16 training curves from MLflow, and say where everything is.
+#
+#   bash scripts/main.sh                                  # as documented
+#   bash scripts/main.sh hydra/launcher=submitit_local    # extra arguments go to sweep.py (Hydra overrides)
+#
+# Idempotent: finished runs are skipped (by config hash), interrupted ones resume from their checkpoints.
+# Outputs (all git-ignored): mlflow.db + mlruns/ (tracking), runs/default/<hash>/ (checkpoints, JSONL logs),
+# multirun/ (Hydra job dirs and logs), outputs/figures/ (the figure and its data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+bash scripts/install.sh main
+
+echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
+.venv/bin/python sweep.py -m experiment=default "$@"
+
+echo "== figure"
+.venv/bin/python -m analysis.training_curves --experiment default --out outputs/figures
+
+cat <<MSG
+
+Done.
+  figure:   $ROOT/outputs/figures/training_curves_default.png  (data: training_curves_default.csv beside it)
+  runs:     $ROOT/runs/default/<config hash>/   (metrics.jsonl, tables/, checkpoint.pt, policy/)
+  MLflow:   $ROOT/mlflow.db
+Browse the runs in the MLflow UI:
+  $ROOT/.venv/bin/mlflow ui --backend-store-uri sqlite:///$ROOT/mlflow.db --host 127.0.0.1 --port 5000
+  then open http://127.0.0.1:5000 (experiment "default"; compare runs, metrics eval/pass_at_16, eval/worst_at_16).
+MSG
