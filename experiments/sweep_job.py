@@ -66,7 +66,8 @@ class ServeMode(Enum):
 @dataclass
 class TrackingConfig:
     """Where runs are tracked. ``uri``: any MLflow tracking URI; a relative ``sqlite:///file.db`` is relative to the
-    directory the sweep is launched from. Set by the `tracking` group (sqlite: ``sqlite:///mlflow.db``; server: yours)."""
+    directory the sweep is launched from. Set by the `tracking` group (sqlite: ``sqlite:///mlflow.db``;
+    server: yours)."""
 
     uri: str = MISSING
     serve: ServeMode = ServeMode.auto
