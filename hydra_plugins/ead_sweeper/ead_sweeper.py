@@ -220,22 +220,37 @@ class EADSweeper(BasicSweeper):
         with ExitStack() as stack:
             served = self._serve(todo, sweep_dir, stack)
             for pj in todo:
-                uri = served.get(pj.uri, pj.uri)
-                pj.extra = [
-                    f"tracking.uri={_quote(uri)}",
-                    f"tracking.experiment_id={_quote(str(pj.experiment_id))}",
-                    f"runs_root={_quote(str(Path(pj.cfg.runs_root).absolute()))}",
-                    f"config_hash={pj.job.config_hash}",
-                ]
+                self.pin(pj, served.get(pj.uri, pj.uri))
             results: list[tuple[PlannedJob, JobReturn]] = []
             size = self.max_batch_size or len(todo)
             for start in range(0, len(todo), size):
                 batch = todo[start : start + size]
-                overrides = [[*_without_pinned(pj.overrides), *pj.extra] for pj in batch]
-                self.validate_batch_is_legal(overrides)
+                overrides = [self.job_overrides_pinned(pj) for pj in batch]
                 returns = self._launch(overrides, initial_job_idx=start)
                 results.extend(zip(batch, returns))
         return self._summarize(results)
+
+    def pin(self, pj: PlannedJob, uri: str) -> None:
+        """Pin launch-time values into the job's overrides (quoted: a hash like ``494452e81970`` would otherwise parse
+        as a float), then compose and validate the pinned job once more: it must be the job that was planned."""
+        from experiments.sweep_job import prepare
+
+        assert self.hydra_context is not None and self.config is not None
+        pj.extra = [
+            f"tracking.uri={_quote(uri)}",
+            f"tracking.experiment_id={_quote(str(pj.experiment_id))}",
+            f"runs_root={_quote(str(Path(pj.cfg.runs_root).absolute()))}",
+            f"config_hash={_quote(pj.job.config_hash)}",
+        ]
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, self.job_overrides_pinned(pj))
+        job = prepare(cfg)
+        seen = (job.config_hash, cfg.tracking.uri, cfg.tracking.experiment_id)
+        if seen != (pj.job.config_hash, uri, pj.experiment_id):
+            raise SweepConfigError(f"job #{pj.index}: pinned overrides changed the job ({pj.extra}); nothing launched")
+
+    def job_overrides_pinned(self, pj: PlannedJob) -> list[str]:
+        """The overrides a job is launched with: the user's, minus any pinned key, plus the pinned values."""
+        return [*_without_pinned(pj.overrides), *pj.extra]
 
     def _serve(self, todo: list[PlannedJob], sweep_dir: Path, stack: ExitStack) -> dict[str, str]:
         """Start one ``mlflow server`` per SQLite store that needs one; return {store URI: server URL}."""

@@ -173,3 +173,21 @@ def test_dry_run_plans_and_launches_nothing(tmp_path: Path) -> None:
     with sweeper(overrides) as sw:
         assert sw.sweep(overrides) == []
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_pinned_overrides_recompose_to_the_planned_job() -> None:
+    """The sweeper pins launch-time values into each job's overrides and composes the job once more before launching.
+    Hashes are hex: one like 494452e81970 parses as a float (inf) unless quoted, and the job would not validate."""
+    import dataclasses
+
+    overrides = ["experiment=default"]
+    with sweeper(overrides) as sw:
+        jobs = sw.plan(overrides)
+        for pj in jobs:
+            pj.experiment_id = "7"
+            sw.pin(pj, "http://127.0.0.1:5000")
+            assert f"config_hash='{pj.job.config_hash}'" in sw.job_overrides_pinned(pj)
+        pj = jobs[0]
+        pj.job = dataclasses.replace(pj.job, config_hash="494452e81970")
+        with pytest.raises(ValueError, match="got '494452e81970'"):
+            sw.pin(pj, "http://127.0.0.1:5000")
