@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 # hydra.searchpath in sweeps/config.yaml finds the Slurm launcher profiles through ${oc.env:EAD_ROOT}.
 os.environ["EAD_ROOT"] = str(ROOT)
 
-from experiments.sweep_job import prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
+from experiments.sweep_job import describe, prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
 from hydra_plugins.ead_sweeper.ead_sweeper import SweepConfigError  # noqa: E402
 
 register_configs()
@@ -35,6 +35,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         raise SweepConfigError(f"invalid config, nothing run: {e}") from None
     if cfg.dry_run:
         log.info("dry_run=true: config valid, hash %s, run name %s; nothing run", job.config_hash, job.run_name)
+        text = describe(job, cfg)  # verl jobs: the exact verl command and where it would write
+        if text:
+            print(text, flush=True)
         return {"status": "dry_run", "config_hash": job.config_hash}
     return run_job(cfg)
 

@@ -18,10 +18,11 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,14 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from experiments.policy import SIZES
 from experiments.rlvr.config import RLVRConfig, from_dict
 from experiments.tracking import (
     FINISHED,
     RUNNING,
     MlflowRunLogger,
     RunEndGuard,
+    Terminated,
     backfill_from_run_dir,
     ensure_experiment,
     git_commit,
@@ -79,7 +82,7 @@ class TrackingConfig:
 
 @dataclass
 class LocalBackendConfig:
-    """The CPU backend in ``experiments.rlvr`` (the only one so far; a verl backend registers its own option)."""
+    """The CPU backend in ``experiments.rlvr`` (``backend=verl``: experiments.verl_backend.sweep.VerlBackendConfig)."""
 
     name: str = "local"
 
@@ -96,16 +99,23 @@ class SweepJobConfig(RLVRConfig):
     dry_run: bool = False  # multirun: compose, validate and list the jobs, launch nothing
     progress: bool | None = None  # progress bar in the job (None: when stderr is a terminal)
     config_hash: str | None = None  # set by the sweeper (output paths, consistency check); leave unset
+    study: Any = None  # an option of the `study` group (entropy | branching | schedule); None: an RL training run
 
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (idempotent): ``sweep_schema`` for the primary config,
-    ``backend/local_schema`` for the local backend option."""
+    ``backend/{local,verl}_schema`` for the backends, ``study/<name>_schema`` for the study jobs."""
     from hydra.core.config_store import ConfigStore
+
+    from experiments.studies.sweep import SCHEMAS
+    from experiments.verl_backend.sweep import VerlBackendConfig
 
     cs = ConfigStore.instance()
     cs.store(name="sweep_schema", node=SweepJobConfig)
     cs.store(group="backend", name="local_schema", node=LocalBackendConfig)
+    cs.store(group="backend", name="verl_schema", node=VerlBackendConfig)
+    for name, schema in SCHEMAS.items():
+        cs.store(group="study", name=f"{name}_schema", node=schema)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -117,11 +127,17 @@ def register_configs() -> None:
 class PreparedJob:
     """A composed, validated job: what to run, its identity and where it goes."""
 
-    backend: str
+    backend: str  # local | verl
+    kind: str  # train | entropy | branching | schedule
     config_hash: str
-    rlvr: RLVRConfig
+    config: Any  # RLVRConfig (local training), VerlRunConfig (verl training) or a study config
     experiment_name: str
     run_name: str
+
+    @property
+    def rlvr(self) -> Any:
+        """The training config (RLVRConfig or VerlRunConfig); kept as the name the tests and callers use."""
+        return self.config
 
 
 def _local_prepare(cfg: DictConfig) -> RLVRConfig:
@@ -129,18 +145,30 @@ def _local_prepare(cfg: DictConfig) -> RLVRConfig:
     for k in RLVR_KEYS:
         v = cfg[k]
         data[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-    return from_dict(data).validate()
+    try:
+        return from_dict(data).validate()
+    except ValueError as e:
+        if str(cfg.size) not in SIZES:
+            raise ValueError(f"{e}; model={cfg.size} is a verl model preset: it needs backend=verl") from None
+        raise
 
 
-# name -> function turning the composed config into a validated training config; a verl backend adds itself here.
-BACKENDS: dict[str, Callable[[DictConfig], RLVRConfig]] = {"local": _local_prepare}
+def _verl_prepare(cfg: DictConfig) -> Any:
+    from experiments.verl_backend.sweep import verl_config
+
+    return verl_config(cfg)
 
 
-def run_name(rlvr: RLVRConfig, config_hash: str) -> str:
+# name -> function turning the composed config into a validated training config (RLVRConfig or VerlRunConfig).
+BACKENDS: dict[str, Callable[[DictConfig], Any]] = {"local": _local_prepare, "verl": _verl_prepare}
+
+
+def run_name(rlvr: Any, config_hash: str) -> str:
     """Short human-readable run name; the identity is the config_hash tag."""
     s = rlvr.sampling
     label = "ead" if s.kind == "ead" else f"fixed{s.tau}"
-    return f"{rlvr.algorithm.name}-{label}-{rlvr.size}-s{rlvr.seed}-{config_hash[:6]}"
+    size = getattr(rlvr, "size", None) or rlvr.preset
+    return f"{rlvr.algorithm.name}-{label}-{size}-s{rlvr.seed}-{config_hash[:6]}"
 
 
 def prepare(cfg: DictConfig) -> PreparedJob:
@@ -160,14 +188,31 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     resolve_tracking_uri(uri, ".")  # checks the sqlite form
     if not str(cfg.experiment_name).strip():
         raise ValueError("experiment_name must be a non-empty string")
-    rlvr = BACKENDS[backend](cfg)
-    h = rlvr.hash
+    if cfg.get("study") is not None:
+        from experiments.studies.sweep import study_config, study_hash, study_run_name
+
+        kind, config = study_config(cfg)
+        h = study_hash(kind, config)
+        name = study_run_name(kind, config, h)
+    else:
+        kind, config = "train", BACKENDS[backend](cfg)
+        h = config.hash
+        name = run_name(config, h)
     if cfg.config_hash is not None and cfg.config_hash != h:
         raise ValueError(
             f"config_hash is set by the sweeper and must match the composed config ({h}), got {cfg.config_hash!r}; "
             "the job composed a different config than the sweeper did (config files changed mid-sweep?)"
         )
-    return PreparedJob(backend, h, rlvr, str(cfg.experiment_name), run_name(rlvr, h))
+    return PreparedJob(backend, kind, h, config, str(cfg.experiment_name), name)
+
+
+def describe(job: PreparedJob, cfg: DictConfig) -> str:
+    """What a dry run shows for a job beyond its line in the plan: the exact verl command for verl jobs."""
+    if job.backend != "verl" or job.kind != "train":
+        return ""
+    from experiments.verl_backend.launch import dry_run
+
+    return dry_run(_verl_for_run(job, cfg, run_id=None))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -224,6 +269,63 @@ def _lock(run_dir: Path) -> Any:
     return f
 
 
+def _verl_for_run(job: PreparedJob, cfg: DictConfig, run_id: str | None) -> Any:
+    """The verl config with this sweep's tracking URI, MLflow run and checkpoint root (runs_root/<experiment>)."""
+    from experiments.verl_backend.sweep import for_run
+
+    base = launch_dir()
+    return for_run(
+        job.config,
+        tracking_uri=resolve_tracking_uri(cfg.tracking.uri, base),
+        run_id=run_id,
+        experiment=job.experiment_name,
+        run_name=job.run_name,
+        ckpt_root=str(run_dir_for(cfg.runs_root, job.experiment_name, job.config_hash, base).parent),
+    )
+
+
+def _params(job: PreparedJob) -> dict[str, Any]:
+    """MLflow params of a job (the local trainer logs its own config; verl logs its own under '/'-separated keys)."""
+    if job.kind != "train":
+        from experiments.studies.sweep import flat_params
+
+        return {**flat_params(job.config), "study": job.kind}
+    if job.backend == "verl":
+        from experiments.verl_backend.config import flat_params
+
+        return flat_params(job.config)
+    return {}
+
+
+def _execute(job: PreparedJob, cfg: DictConfig, run_dir: Path, logger: MlflowRunLogger, progress: bool) -> dict:
+    """Run the job's work with ``logger`` (MLflow) and the run directory; return its final metrics."""
+    from experiments.logger import JsonlLogger, MultiLogger
+
+    if job.kind != "train":
+        from experiments.studies import run_study
+
+        both = MultiLogger(JsonlLogger(run_dir), logger)
+        rows = run_study(job.kind, job.config, both)
+        return {"rows": len(rows)}
+    if job.backend == "verl":
+        from experiments.verl_backend.launch import run as run_verl
+
+        vcfg = _verl_for_run(job, cfg, logger.run_id)
+        result = run_verl(vcfg, finalize_mlflow=False)
+        logger.set_tags({"verl_exit_code": result.returncode, "verl_ckpt_dir": result.ckpt_dir})
+        if result.status == "KILLED":  # the guard marks the MLflow run KILLED; a requeued job continues it
+            raise Terminated(signal.SIGTERM)
+        if result.returncode != 0:
+            raise RuntimeError(f"verl's trainer exited with {result.returncode}; see its output above")
+        return {}
+    from experiments.rlvr.train import run as train
+
+    added = backfill_from_run_dir(logger, JsonlLogger(run_dir).records(), run_dir / "tables")
+    if added:
+        log.info("%s: backfilled %d step(s) from %s into MLflow", job.run_name, added, run_dir)
+    return train(job.config, run_dir=run_dir, logger=logger, progress=progress)
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one sweep job to completion (or resume it, or skip it when already finished); return a small summary.
 
@@ -257,6 +359,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             "experiment": job.experiment_name,
             "run_dir": str(run_dir),
             "hydra_overrides": _hydra_overrides()[:5000],
+            "job": job.kind,
         }
         if latest is not None and latest.info.status != FINISHED:
             run_id = latest.info.run_id
@@ -275,21 +378,15 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             log.info("%s: new MLflow run %s in experiment %s", job.run_name, run_id, experiment_id)
         logger = MlflowRunLogger(client, run_id)
         logger.set_tags({**tags, "attempt": attempt, "end_reason": "running"})
-        logger.log_params({"backend.name": job.backend, "experiment_name": job.experiment_name})
+        logger.log_params({"backend.name": job.backend, "experiment_name": job.experiment_name, **_params(job)})
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        client.log_dict(run_id, job.rlvr.to_dict(), "config/rlvr.json")
+        client.log_dict(run_id, job.config.to_dict() if job.kind == "train" else asdict(job.config), "config/job.json")
         summary["run_id"] = run_id
 
-        from experiments.logger import JsonlLogger
-        from experiments.rlvr.train import run as train
-
-        added = backfill_from_run_dir(logger, JsonlLogger(run_dir).records(), run_dir / "tables")
-        if added:
-            log.info("%s: backfilled %d step(s) from %s into MLflow", job.run_name, added, run_dir)
         progress = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
         t0 = time.perf_counter()
         with RunEndGuard(logger, interruptions):
-            final = train(job.rlvr, run_dir=run_dir, logger=logger, progress=progress)
+            final = _execute(job, cfg, run_dir, logger, progress)
             logger.set_tags({"end_reason": "completed"})
             logger.finish(FINISHED)
         log.info("%s: FINISHED in %.1f s (MLflow run %s)", job.run_name, time.perf_counter() - t0, run_id)

@@ -120,12 +120,19 @@ def run(cfg: VerlRunConfig, *, check: bool = True, finalize_mlflow: bool = True)
     proc = subprocess.Popen(argv, env=child_env(cfg))
     received: list[int] = []
 
-    def forward(signum: int, _frame: Any) -> None:
+    def forward(signum: int, frame: Any) -> None:
         received.append(signum)
         if proc.poll() is None:
             proc.send_signal(signum)
+        # Preemption notices go on to whoever handled them before (submitit's requeue handler under a Hydra
+        # submitit launcher); SIGTERM / SIGINT just wait for the trainer to exit.
+        before = previous.get(signum)
+        if signum in (signal.SIGUSR1, signal.SIGUSR2) and callable(before):
+            before(signum, frame)
 
-    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+    previous: dict[int, Any] = {}
+    for s in _FORWARDED:
+        previous[s] = signal.signal(s, forward)
     try:
         rc = proc.wait()
     finally:

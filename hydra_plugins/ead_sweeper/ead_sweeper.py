@@ -207,6 +207,12 @@ class EADSweeper(BasicSweeper):
         jobs = self.plan(arguments, create_experiments=not dry)
         self._report(jobs)
         if dry:
+            from experiments.sweep_job import describe
+
+            for pj in jobs:
+                text = describe(pj.job, pj.cfg)  # verl jobs: the exact verl command of each
+                if text:
+                    print(f"\n# job #{pj.index} ({pj.job.run_name})\n{text}", flush=True)
             log.info("dry_run=true: nothing launched")
             return []
         todo = [pj for pj in jobs if pj.skip is None]

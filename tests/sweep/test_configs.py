@@ -18,6 +18,7 @@ from tests.sweep.helpers import PRESETS, SWEEPS, composed, plan, sweeper
 
 EXPECTED_JOBS = {
     "smoke": 2, "default": 4, "paper_grid": 48, "tis_ablation": 9, "decay_ablation": 15, "size_scaling": 12,
+    "verl_smoke": 1, "verl_paper": 12,
 }  # fmt: skip
 
 
@@ -34,9 +35,10 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_axis_has_a_group() -> None:
     groups = {p.name: sorted(q.stem for q in p.glob("*.yaml")) for p in SWEEPS.iterdir() if p.is_dir()}
-    assert groups["backend"] == ["local"]
+    assert groups["backend"] == ["local", "verl"]
     assert groups["algorithm"] == ["clip_cov", "dapo", "grpo", "kl_cov"]
-    assert groups["model"] == ["base", "small", "tiny"]
+    assert {"base", "small", "tiny"} <= set(groups["model"])  # local sizes; the rest are verl model presets
+    assert groups["study"] == ["branching", "entropy", "schedule"]
     assert {"ead", "ead_reference", "fixed", "fixed_0.6", "fixed_1.0", "fixed_1.2"} <= set(groups["sampling"])
     assert groups["tis"] == ["off", "sequence", "token"]
     assert {"countdown", "arithmetic"} <= set(groups["task"])
@@ -128,7 +130,7 @@ def test_same_config_twice_in_one_sweep_runs_once() -> None:
         (["sampling.kind=annealed"], ["sampling.kind", "'ead' or 'fixed'"]),
         (["algorithm.name=ppo"], ["algorithm.name", "grpo"]),
         (["sampling.tau_maxx=1.0"], ["tau_maxx"]),  # unknown key
-        (["backend.name=verl"], ["backend.name", "local"]),
+        (["backend.name=jax"], ["backend.name", "local", "verl"]),
         (["tracking=server"], ["tracking.uri"]),  # mandatory with the server option
         (["tis.cap=0"], ["tis.cap", "> 0"]),
     ],

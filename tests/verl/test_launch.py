@@ -25,7 +25,7 @@ from experiments.verl_backend.overrides import build_command
 
 STAND_IN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$EAD_TEST_DIR/argv"
-env | grep -E '^(VERL_USE_EXTERNAL_MODULES|MLFLOW_|PYTHONUNBUFFERED)=' | sort > "$EAD_TEST_DIR/env"
+env | grep -E '^(VERL_USE_EXTERNAL_MODULES|MLFLOW_[A-Z_]+|PYTHONUNBUFFERED)=' | sort > "$EAD_TEST_DIR/env"
 trap 'echo USR1 > "$EAD_TEST_DIR/signal"; exit 42' USR1
 if [[ "${EAD_TEST_SLEEP:-0}" != 0 ]]; then touch "$EAD_TEST_DIR/started"; sleep "$EAD_TEST_SLEEP" & wait; fi
 exit "${EAD_TEST_EXIT:-0}"
@@ -168,3 +168,26 @@ def test_cli_sbatch_prints_the_command(setup, capsys):
     assert main(["--config", str(config), "--set", "resources.nnodes=2", "sbatch"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("sbatch ") and "--nodes=2" in line and str(SBATCH_SCRIPT) in line
+
+
+def test_preemption_notice_reaches_the_previous_handler_too(setup, monkeypatch):
+    """Under a Hydra submitit launcher, submitit's handler requeues the job: the launcher must not swallow it."""
+    cfg, tmp = setup
+    monkeypatch.setenv("EAD_TEST_SLEEP", "30")
+    seen: list[int] = []
+    before = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+
+        def send_usr1():
+            for _ in range(200):
+                if (tmp / "started").exists():
+                    break
+                threading.Event().wait(0.05)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+        threading.Thread(target=send_usr1, daemon=True).start()
+        result = run(cfg)
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert result.status == "KILLED" and (tmp / "signal").read_text().strip() == "USR1"
+    assert seen == [signal.SIGUSR1]
