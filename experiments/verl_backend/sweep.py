@@ -149,9 +149,16 @@ def verl_config(cfg: DictConfig) -> VerlRunConfig:
         }
     )
     try:
-        return preset(size, **over)
+        out = preset(size, **over)
     except ValueError as e:
         raise ValueError(f"backend=verl: {e}") from None
+    if out.resources.nnodes != 1:
+        raise ValueError(
+            f"backend.resources.nnodes must be 1 in a sweep (a sweep job is one Slurm task on one node), got "
+            f"{out.resources.nnodes}; multi-node runs: python -m experiments.verl_backend --preset {size} "
+            f"--set resources.nnodes={out.resources.nnodes} ... sbatch (slurm/verl_multinode.sbatch)"
+        )
+    return out
 
 
 def for_run(

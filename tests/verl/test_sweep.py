@@ -62,7 +62,7 @@ def test_shared_keys_map_to_verls() -> None:
         "lr=1e-6",
         "max_new_tokens=2048",
         "seed=3",
-        "backend.resources.nnodes=2",
+        "backend.resources.n_gpus_per_node=4",
         "backend.data.train_files=[/data/a.parquet,/data/b.parquet]",
         "backend.algorithm.overlong_buffer=true",
         "backend.model=/ckpt/my-model",
@@ -72,7 +72,7 @@ def test_shared_keys_map_to_verls() -> None:
     assert (cfg.sampling.kind, cfg.sampling.tau, cfg.tis.enabled) == ("fixed", 1.2, False)
     assert (cfg.train_batch_size, cfg.ppo_mini_batch_size, cfg.rollouts_per_prompt) == (512, 256, 8)
     assert (cfg.lr, cfg.data.max_response_length, cfg.seed, cfg.eval_n) == (1e-6, 2048, 3, 32)
-    assert cfg.resources.nnodes == 2 and cfg.resources.n_gpus_per_node == 8
+    assert cfg.resources.n_gpus_per_node == 4 and cfg.resources.rollout_tp == 1
     assert cfg.data.train_files == ["/data/a.parquet", "/data/b.parquet"] and cfg.algorithm.overlong_buffer
     assert cfg.model == "/ckpt/my-model" and cfg.preset == "qwen2.5-math-1.5b"
     dapo = job_of("backend=verl", "model=qwen2.5-math-1.5b", "algorithm=dapo").config.algorithm
@@ -86,6 +86,7 @@ def test_shared_keys_map_to_verls() -> None:
         (["backend=verl", "model=qwen2.5-math-1.5b", "task=arithmetic"], ["task only apply to backend=local"]),
         (["backend=verl", "model=qwen2.5-math-1.5b", "mini_batches=3"], ["mini_batches must divide prompts_per_step"]),
         (["backend=verl", "model=qwen2.5-math-1.5b", "backend.data.reward=exact"], ["data.reward"]),
+        (["backend=verl", "model=qwen2.5-math-7b", "backend.resources.nnodes=2"], ["nnodes must be 1", "sbatch"]),
         (["backend=verl", "model=qwen2.5-math-1.5b", "backend.resources.rollout_tp=3"], ["resources.rollout_tp"]),
         (["backend=verl", "model=qwen2.5-math-7b", "sampling.tau_min=1.5"], ["sampling.tau_max", "tau_min=1.5"]),
         (["backend=local", "model=qwen2.5-math-7b"], ["size must be one of", "needs backend=verl"]),
