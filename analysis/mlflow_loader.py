@@ -1,20 +1,37 @@
-"""MLflow -> tidy pandas frames: one row per run (params and tags as columns), one row per (run, metric, step).
+"""MLflow -> tidy pandas frames: one row per run (params and tags as columns), one row per (run, metric, step), and the
+table artifacts of runs (``tables/<name>.json``, ``tables/<name>_step<k>.json``) as one frame.
 
 Queries are bulk: the runs of an experiment come from paged ``search_runs`` calls (1000 runs per request, params and
-tags included), and metric histories are fetched concurrently (one request per run and key, 8 at a time) instead of
-one after the other. The default store is the sweep's: ``sqlite:///mlflow.db`` in the working directory.
+tags included); metric histories of a SQL tracking store (the sweeps' SQLite file, or a database behind a server
+reached directly) come from one SELECT per key chunk on MLflow's own ``metrics`` table, and over HTTP from concurrent
+``get_metric_history`` requests (8 at a time). Loaded histories and tables are cached in this process per run version
+(status + end time): a finished run never changes without being set RUNNING again (``experiments.tracking``), and
+runs still RUNNING are always read afresh.
 
-    from analysis.mlflow_loader import load_runs, load_metrics
-    runs = load_runs("default")                                    # run_id, run_name, status, condition, seed, ...
+    from analysis.mlflow_loader import load_runs, load_metrics, load_tables
+    runs = load_runs("default")                                    # run_id, run_name, status, job, condition, ...
     curves = load_metrics("default", ["eval/pass_at_16"], runs)    # run_id, key, step, value + the run columns
+    ent = load_tables("default", "entropy_by_position", runs[runs.job == "entropy"])
+
+A sweep is one MLflow experiment (its ``experiment_name``); pass several names (or ids) to pool sweeps, ``tags`` and
+``params`` to select runs. Runs carry a ``job`` column: the ``job`` tag (``train``, ``entropy``, ``branching``,
+``schedule``, ``figures``), ``inference`` for inference-scaling runs, and ``train`` for training runs logged before the
+tag existed. The figures runs of ``python -m analysis.figures`` are left out unless asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from experiments.tracking import DEFAULT_TRACKING_URI, make_client, resolve_tracking_uri, search_all_runs
@@ -22,11 +39,21 @@ from experiments.tracking import DEFAULT_TRACKING_URI, make_client, resolve_trac
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+log = logging.getLogger(__name__)
+
 # Columns every runs frame has, first; then every param (dotted names as logged) and the tags below.
-RUN_COLUMNS = ["run_id", "run_name", "status", "experiment", "start_time", "end_time", "condition"]
+RUN_COLUMNS = [
+    "run_id", "run_name", "status", "experiment", "job", "start_time", "end_time", "condition", "artifact_uri",
+]  # fmt: skip
 TAGS = ["config_hash", "backend", "git_commit", "slurm_job_id", "host", "attempt", "interruptions", "end_reason"]
 # EAD parameters that, when they differ between the EAD runs of an experiment, become part of the condition label.
-EAD_KEYS = ["sampling.preset", "sampling.tau_max", "sampling.tau_min", "sampling.d0", "sampling.c", "sampling.d_growth"]
+EAD_KEYS = [
+    "sampling.preset", "sampling.tau_max", "sampling.tau_min", "sampling.d0", "sampling.c", "sampling.d_growth",
+    "sampling.d_cap", "sampling.d_scale",
+]  # fmt: skip
+INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.inference_scaling.BACKEND (not imported: it is heavy)
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+_SQL_CHUNK = 500  # run ids per SELECT (SQLite allows 32766 bound variables; stay far below)
 
 
 def client_for(tracking_uri: str | None = None) -> MlflowClient:
@@ -59,20 +86,38 @@ def _fmt(value: Any) -> str:
 
 
 def condition_labels(runs: pd.DataFrame) -> pd.Series:
-    """'EAD' or 'fixed 0.6' per run; EAD parameters that vary between the EAD runs are appended ('EAD d0=4')."""
+    """'EAD' or 'fixed 0.6' per run (another ``sampling.kind``, e.g. a reverse schedule, is its own name). Where EAD
+    parameters vary between the EAD runs, the runs that differ from the most common EAD setting say how ('EAD d0=4'),
+    so the main EAD condition stays 'EAD'. Runs without ``sampling.kind`` (studies without a sampler) get ''."""
     if runs.empty:
         return pd.Series(dtype=str)
-    kind = runs.get("sampling.kind", pd.Series("ead", index=runs.index))
-    ead = runs[kind == "ead"]
-    varying = [k for k in EAD_KEYS if k in ead and ead[k].astype(str).nunique() > 1]
+    if "sampling.kind" not in runs:
+        return pd.Series("", index=runs.index)
+    kind = runs["sampling.kind"]
+    is_ead = kind == "ead"
+    extra = pd.Series("", index=runs.index)
+    for k in EAD_KEYS:
+        if k not in runs:
+            continue
+        text = runs.loc[is_ead, k].astype(str)
+        if text.nunique() <= 1:
+            continue
+        counts = text.value_counts()
+        modal = sorted(counts[counts == counts.max()].index)[0]
+        differs = is_ead & (runs[k].astype(str) != modal)
+        extra = extra.where(~differs, extra + f" {k.split('.', 1)[1]}=" + runs[k].astype(str))
+    fixed = "fixed " + runs.get("sampling.tau", pd.Series(np.nan, index=runs.index)).map(_fmt)
+    ead_label = ("EAD" + extra).str.strip()
+    other = kind.fillna("").astype(str)
+    return pd.Series(np.where(kind == "fixed", fixed, np.where(is_ead, ead_label, other)), index=runs.index)
 
-    def label(row: pd.Series) -> str:
-        if row.get("sampling.kind") == "fixed":
-            return f"fixed {_fmt(row.get('sampling.tau'))}"
-        extra = " ".join(f"{k.split('.', 1)[1]}={row[k]}" for k in varying)
-        return f"EAD {extra}".strip()
 
-    return runs.apply(label, axis=1)
+def job_kinds(runs: pd.DataFrame) -> pd.Series:
+    """The ``job`` of each run: its ``job`` tag; inference-scaling runs 'inference'; untagged (older) runs 'train'."""
+    tag = runs["job"] if "job" in runs else pd.Series(None, index=runs.index, dtype=object)
+    backend = runs["backend"] if "backend" in runs else pd.Series(None, index=runs.index, dtype=object)
+    fallback = pd.Series(np.where(backend == INFERENCE_BACKEND, "inference", "train"), index=runs.index)
+    return tag.where(tag.notna() & (tag.astype(str) != ""), fallback).astype(str)
 
 
 def experiment_ids(client: MlflowClient, experiments: str | Sequence[str]) -> dict[str, str]:
@@ -90,25 +135,52 @@ def experiment_ids(client: MlflowClient, experiments: str | Sequence[str]) -> di
     return out
 
 
+def _quote(value: Any) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def _param_matches(column: pd.Series, wanted: Any) -> pd.Series:
+    """Rows whose (typed) param equals ``wanted``, or is one of a list of wanted values."""
+    values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+    typed = {_number(v) if isinstance(v, str) else v for v in values}
+    return column.map(lambda v: v in typed or str(v) in {str(t) for t in typed})
+
+
 def load_runs(
     experiments: str | Sequence[str],
     tracking_uri: str | None = None,
     statuses: Sequence[str] | None = ("FINISHED",),
     client: MlflowClient | None = None,
+    *,
+    jobs: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    latest_only: bool = True,
 ) -> pd.DataFrame:
-    """One row per run of the experiment(s) with ``statuses`` (None: all): RUN_COLUMNS, every param (typed), TAGS."""
+    """One row per run of the experiment(s): RUN_COLUMNS, every param (typed), TAGS.
+
+    ``statuses``: keep runs in these states (None: all, the ``status`` column tells them apart). ``jobs``: keep these
+    job kinds (None: every kind but 'figures'). ``tags`` filter in the query (exact strings); ``params`` after typing
+    ({'seed': 0, 'sampling.kind': ['ead', 'fixed']}). ``latest_only``: of several runs of one config hash (a forced
+    re-run), keep the newest, so a seed is never counted twice.
+    """
     client = client or client_for(tracking_uri)
     ids = experiment_ids(client, experiments)
-    flt = " or ".join(f"attributes.status = '{s}'" for s in statuses) if statuses else ""
+    clauses = []
+    if statuses and len(statuses) == 1:  # MLflow filters have no OR: several statuses are filtered below
+        clauses.append(f"attributes.status = {_quote(statuses[0])}")
+    clauses += [f"tags.`{k}` = {_quote(v)}" for k, v in (tags or {}).items()]
     rows = []
-    for run in search_all_runs(client, list(ids), flt):
+    for run in search_all_runs(client, list(ids), " and ".join(clauses)):
         row: dict[str, Any] = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
             "status": run.info.status,
             "experiment": ids[str(run.info.experiment_id)],
+            "job": run.data.tags.get("job"),
             "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
             "end_time": pd.to_datetime(run.info.end_time, unit="ms") if run.info.end_time else pd.NaT,
+            "artifact_uri": run.info.artifact_uri,
         }
         row.update({k: _number(v) for k, v in run.data.params.items()})
         row.update({t: run.data.tags.get(t) for t in TAGS})
@@ -116,28 +188,122 @@ def load_runs(
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=RUN_COLUMNS + TAGS)
+    frame["job"] = job_kinds(frame)
+    keep = frame["job"].isin(list(jobs)) if jobs is not None else frame["job"] != "figures"
+    if statuses:
+        keep &= frame["status"].isin(list(statuses))
+    for k, v in (params or {}).items():
+        keep &= _param_matches(frame[k], v) if k in frame else False
+    frame = frame[keep]
+    if latest_only and not frame.empty:  # newest first (search order): drop older runs of the same config hash
+        hashed = frame["config_hash"].notna()
+        dup = frame[hashed].duplicated(["experiment", "backend", "job", "config_hash"], keep="first")
+        frame = frame.drop(dup[dup].index)
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS + TAGS)
     frame["condition"] = condition_labels(frame)
     rest = [c for c in frame.columns if c not in RUN_COLUMNS]
-    return frame[RUN_COLUMNS + rest].reset_index(drop=True)
+    return frame[RUN_COLUMNS + rest]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metric histories
+# ---------------------------------------------------------------------------------------------------------------------
+
+HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
+
+
+def _sql_store(client: MlflowClient) -> Any:
+    """The client's SQLAlchemy tracking store, or None (HTTP, file store)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if hasattr(store, "engine") and hasattr(store, "ManagedSessionMaker") else None
+
+
+def _history_sql(store: Any, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
+    """All values of ``keys`` for ``run_ids`` in a few SELECTs on MLflow's ``metrics`` table (its own ORM model)."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+    t = SqlMetric.__table__
+    parts = []
+    with store.engine.connect() as conn:
+        for i in range(0, len(run_ids), _SQL_CHUNK):
+            chunk = list(run_ids[i : i + _SQL_CHUNK])
+            stmt = sa.select(t.c.run_uuid, t.c.key, t.c.step, t.c.value, t.c.timestamp, t.c.is_nan).where(
+                t.c.key.in_(list(keys)), t.c.run_uuid.in_(chunk)
+            )
+            res = conn.execute(stmt)
+            parts.append(pd.DataFrame(res.fetchall(), columns=["run_id", *HISTORY_COLUMNS[1:], "is_nan"]))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*HISTORY_COLUMNS, "is_nan"])
+    frame["value"] = frame["value"].astype(float).where(~frame["is_nan"].astype(bool), np.nan)
+    return frame[HISTORY_COLUMNS]
+
+
+def _history_api(client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], workers: int) -> pd.DataFrame:
+    """The same through the public API: one ``get_metric_history`` per (run, key), ``workers`` at a time."""
+    pairs = [(r, k) for r in run_ids for k in keys]
+
+    def fetch(pair: tuple[str, str]) -> list[tuple[Any, ...]]:
+        run_id, key = pair
+        return [(run_id, key, m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool:
+        rows = [row for chunk in pool.map(fetch, pairs) for row in chunk]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_history(uri: str, versions: tuple[tuple[str, str], ...], keys: tuple[str, ...], method: str) -> Any:
+    return _fetch_history(make_client(uri), [r for r, _ in versions], keys, method, 8)
+
+
+def _fetch_history(
+    client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], method: str, workers: int
+) -> pd.DataFrame:
+    store = _sql_store(client) if method in ("auto", "sql") else None
+    if method == "sql" and store is None:
+        raise ValueError(f"method='sql' needs a SQL tracking store, got {client.tracking_uri}")
+    if not run_ids or not keys:
+        frame = pd.DataFrame(columns=HISTORY_COLUMNS)
+    elif store is not None:
+        frame = _history_sql(store, run_ids, keys)
+    else:
+        frame = _history_api(client, run_ids, keys, workers)
+    frame = frame.astype({"step": "int64", "value": "float64", "timestamp": "int64"})
+    return frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable").reset_index(drop=True)
 
 
 def metric_history(
-    client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], max_workers: int = 8
+    client: MlflowClient,
+    run_ids: Sequence[str],
+    keys: Sequence[str],
+    max_workers: int = 8,
+    *,
+    runs: pd.DataFrame | None = None,
+    method: str = "auto",
 ) -> pd.DataFrame:
-    """Tidy histories: columns run_id, key, step, value, timestamp (ms); requests run concurrently."""
-    pairs = [(r, k) for r in run_ids for k in keys]
+    """Tidy histories: columns run_id, key, step, value, timestamp (ms), sorted; every logged value (a step logged
+    twice shows twice: ``align_steps`` keeps the last).
 
-    def fetch(pair: tuple[str, str]) -> list[dict[str, Any]]:
-        run_id, key = pair
-        return [
-            {"run_id": run_id, "key": key, "step": m.step, "value": m.value, "timestamp": m.timestamp}
-            for m in client.get_metric_history(run_id, key)
-        ]
+    ``method``: 'sql' (bulk SELECTs, SQL stores only), 'api' (public API, any store), 'auto' (sql where possible).
+    With ``runs`` (a ``load_runs`` frame holding these run ids) the result is cached when every run has ended.
+    """
+    if method not in ("auto", "sql", "api"):
+        raise ValueError(f"method must be 'auto', 'sql' or 'api', got {method!r}")
+    run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
+    if runs is not None and len(run_ids) and set(run_ids) <= set(runs["run_id"]):
+        sel = runs.set_index("run_id").loc[run_ids]
+        if sel["status"].isin(TERMINAL).all() and sel["end_time"].notna().all():
+            versions = tuple(zip(run_ids, (f"{s}@{t}" for s, t in zip(sel["status"], sel["end_time"]))))
+            return _cached_history(client.tracking_uri, versions, tuple(keys), method).copy()
+    return _fetch_history(client, run_ids, keys, method, max_workers)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(pairs)))) as pool:
-        rows = [row for chunk in pool.map(fetch, pairs) for row in chunk]
-    frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
-    return frame.sort_values(["run_id", "key", "step"]).reset_index(drop=True)
+
+def clear_cache() -> None:
+    """Forget cached histories and tables (tests; a store edited behind MLflow's back)."""
+    _cached_history.cache_clear()
+    _cached_tables.cache_clear()
 
 
 def load_metrics(
@@ -146,10 +312,144 @@ def load_metrics(
     runs: pd.DataFrame | None = None,
     tracking_uri: str | None = None,
     client: MlflowClient | None = None,
+    *,
+    method: str = "auto",
 ) -> pd.DataFrame:
     """Histories of ``keys`` for the runs (default: the FINISHED runs of the experiments), each row joined with its
     run's columns: a long frame ready for seaborn (x="step", y="value", hue="condition")."""
     client = client or client_for(tracking_uri)
     runs = runs if runs is not None else load_runs(experiments, client=client)
-    hist = metric_history(client, list(runs["run_id"]), keys)
-    return hist.merge(runs, on="run_id", how="left")
+    hist = metric_history(client, list(runs["run_id"]), keys, runs=runs, method=method)
+    return hist.merge(_run_columns(runs, HISTORY_COLUMNS), on="run_id", how="left")
+
+
+def _run_columns(runs: pd.DataFrame, taken: Sequence[str]) -> pd.DataFrame:
+    """The run columns to join onto rows: params none of these runs has dropped (a study's ``step`` param among
+    training runs), and a param named like a row column renamed ``run.<name>``."""
+    empty = [c for c in runs.columns if c not in RUN_COLUMNS and runs[c].isna().all()]
+    runs = runs.drop(columns=empty)
+    return runs.rename(columns={c: f"run.{c}" for c in runs.columns if c in set(taken) and c != "run_id"})
+
+
+def align_steps(long: pd.DataFrame) -> pd.DataFrame:
+    """One value per (run, key, step): the last one logged (a step recomputed after a resume is logged again)."""
+    if long.empty:
+        return long
+    order = long.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    return order.drop_duplicates(["run_id", "key", "step"], keep="last").reset_index(drop=True)
+
+
+def wide_metrics(long: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Run x step rows, one column per metric (NaN where a run did not log a key at a step): steps aligned across
+    keys, e.g. train metrics every step and eval metrics every ``eval_interval``. Run columns joined when given."""
+    aligned = align_steps(long[["run_id", "key", "step", "value", "timestamp"]])
+    wide = aligned.pivot(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide.columns.name = None
+    return wide.merge(runs, on="run_id", how="left") if runs is not None else wide
+
+
+def missing_metrics(long: pd.DataFrame, runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """(run_id, run_name, key) for every requested key a run never logged: report it, do not fail on it."""
+    have = set(zip(long["run_id"], long["key"])) if not long.empty else set()
+    rows = [
+        (r, n, k) for r, n in zip(runs["run_id"], runs.get("run_name", runs["run_id"])) for k in keys
+        if (r, k) not in have
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["run_id", "run_name", "key"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Table artifacts
+# ---------------------------------------------------------------------------------------------------------------------
+
+_STEP = re.compile(r"^(?P<name>.+?)(?:_step(?P<step>\d+))?\.json$")
+
+
+def _local_dir(artifact_uri: Any) -> Path | None:
+    """The directory of a local artifact URI (plain path or file://), else None."""
+    if not isinstance(artifact_uri, str) or not artifact_uri:
+        return None
+    if artifact_uri.startswith("file://"):
+        return Path(artifact_uri[len("file://") :])
+    return Path(artifact_uri) if "://" not in artifact_uri and ":" not in artifact_uri.split("/")[0] else None
+
+
+def _pick(files: list[tuple[str, int | None]], steps: str | int) -> list[tuple[str, int | None]]:
+    if steps == "last" and files:
+        stepped = [f for f in files if f[1] is not None]
+        return [max(stepped, key=lambda f: f[1])] if stepped else files
+    if isinstance(steps, int):
+        return [f for f in files if f[1] == steps]
+    return files
+
+
+def _read_tables(
+    client: MlflowClient, run_id: str, artifact_uri: Any, name: str, steps: str | int, method: str
+) -> list[dict[str, Any]]:
+    """Rows of the run's ``tables/<name>[_step<k>].json``: read in place from a local artifact store, else through
+    the API (``method='api'`` forces that)."""
+    local = _local_dir(artifact_uri) if method == "auto" else None
+    if local is not None:
+        paths = sorted((local / "tables").glob("*.json"))
+        names = [(f"tables/{p.name}", _STEP.match(p.name)) for p in paths]
+    else:
+        names = [(a.path, _STEP.match(Path(a.path).name)) for a in client.list_artifacts(run_id, "tables")]
+    files = _pick([(p, int(m["step"]) if m["step"] else None) for p, m in names if m and m["name"] == name], steps)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, step in files:
+            src = local / path if local is not None else Path(client.download_artifacts(run_id, path, tmp))
+            rows += [{**r, "run_id": run_id, "table_step": step} for r in json.loads(src.read_text())]
+    return rows
+
+
+def _fetch_tables(
+    client: MlflowClient, runs: Sequence[tuple[str, Any]], name: str, steps: str | int, method: str
+) -> pd.DataFrame:
+    def read(run: tuple[str, Any]) -> list[dict[str, Any]]:
+        return _read_tables(client, run[0], run[1], name, steps, method)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(runs)))) as pool:
+        rows = [r for chunk in pool.map(read, runs) for r in chunk]
+    return pd.DataFrame(rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_tables(
+    uri: str, versions: tuple[tuple[str, str, Any], ...], name: str, steps: str | int, method: str
+) -> pd.DataFrame:
+    return _fetch_tables(make_client(uri), [(r, a) for r, _, a in versions], name, steps, method)
+
+
+def load_tables(
+    experiments: str | Sequence[str],
+    name: str,
+    runs: pd.DataFrame | None = None,
+    tracking_uri: str | None = None,
+    client: MlflowClient | None = None,
+    *,
+    steps: str | int = "all",
+    method: str = "auto",
+) -> pd.DataFrame:
+    """The rows of table ``name`` (``MlflowRunLogger.log_table``) of every run that logged it, one frame, each row
+    joined with its run's columns; ``table_step`` is the step of a per-step table (``<name>_step<k>.json``), NaN for
+    a run-level one. ``steps``: 'all', 'last' (each run's latest step) or one step. Runs without the table add
+    nothing (an empty frame when none has it). A run column named like a table column is renamed ``run.<name>``.
+    ``method``: 'auto' reads a local artifact store in place, 'api' always goes through MLflow's artifact API."""
+    if not (steps in ("all", "last") or (isinstance(steps, int) and not isinstance(steps, bool))):
+        raise ValueError(f"steps must be 'all', 'last' or an int, got {steps!r}")
+    if method not in ("auto", "api"):
+        raise ValueError(f"method must be 'auto' or 'api', got {method!r}")
+    client = client or client_for(tracking_uri)
+    runs = runs if runs is not None else load_runs(experiments, client=client)
+    uris = runs["artifact_uri"] if "artifact_uri" in runs else pd.Series(None, index=runs.index)
+    pairs = list(zip(runs["run_id"], uris))
+    ended = bool(len(runs)) and runs["status"].isin(TERMINAL).all() and runs["end_time"].notna().all()
+    if ended:
+        versions = tuple((r, f"{s}@{t}", a) for (r, a), s, t in zip(pairs, runs["status"], runs["end_time"]))
+        rows = _cached_tables(client.tracking_uri, versions, name, steps, method).copy()
+    else:
+        rows = _fetch_tables(client, pairs, name, steps, method) if pairs else pd.DataFrame()
+    if rows.empty:
+        return pd.DataFrame(columns=["run_id", "table_step", *runs.columns[1:]])
+    return rows.merge(_run_columns(runs, list(rows.columns)), on="run_id", how="left")

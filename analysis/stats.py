@@ -1,0 +1,150 @@
+"""Statistics over seeds: mean and a t-based confidence interval per group, final values of runs, and the choice of
+which runs a figure compares (metric names per eval_k, settings that vary, the modal value of nuisance settings).
+
+Seeds are the replicates: a group is every run that shares all settings but the seed, so an interval is over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import stdtrit
+
+from analysis.mlflow_loader import RUN_COLUMNS, TAGS
+
+# Params that differ between replicates of one setting (never a reason to split a figure or a table).
+REPLICATE_KEYS = {"seed", "config_hash", "init_from", "run_dir", "experiment_name", "policy_dir_resolved"}
+# Params that change how a job runs, not what it computes.
+NOT_SETTINGS = {"threads", "ckpt_interval", "backend.name", "progress", "dry_run", "force"}
+# Columns of long frames and labels added by figures (not settings of a run).
+DERIVED = {"key", "step", "value", "timestamp", "table_step", "panel", "tis", "series", "facet"}
+# Panels of training figures: one per algorithm and model size (the paper's grid).
+PANEL_KEYS = ["algorithm.name", "size"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A plotted quantity: the MLflow key (``{k}`` is the run's eval_k) and its axis label."""
+
+    key: str
+    label: str
+
+    def key_for(self, k: int) -> str:
+        return self.key.format(k=k)
+
+    def label_for(self, k: int | None) -> str:
+        return self.label.format(k=k if k is not None else "k")
+
+
+# One name per quantity; unbiased and bootstrap estimators never share a label.
+METRICS: dict[str, Metric] = {
+    "pass": Metric("eval/pass_at_{k}", "Pass@{k}"),
+    "worst": Metric("eval/worst_at_{k}", "Worst@{k}"),
+    "mean": Metric("eval/mean_at_{k}", "Mean@{k}"),
+    "boot_pass": Metric("eval/boot_best_at_{k}", "Pass@{k} (bootstrap)"),
+    "boot_worst": Metric("eval/boot_worst_at_{k}", "Worst@{k} (bootstrap)"),
+    "greedy": Metric("eval_greedy/accuracy", "greedy accuracy"),
+    "entropy": Metric("train/entropy", "entropy (train rollouts)"),
+    "length": Metric("train/response_length", "response length (tokens)"),
+    "clipfrac": Metric("train/pg_clipfrac", "clip fraction"),
+    "grad_norm": Metric("train/grad_norm", "gradient norm"),
+    "reward": Metric("train/reward_mean", "train reward"),
+    "is_truncated": Metric("train/is_truncated_frac", "TIS truncated fraction"),
+}
+
+
+def eval_ks(runs: pd.DataFrame) -> list[int]:
+    """The eval_k values of the runs (16 where a run does not say)."""
+    ks = runs["eval_k"] if "eval_k" in runs else pd.Series(16, index=runs.index)
+    return sorted({int(k) for k in ks.fillna(16)})
+
+
+def metric_keys(names: Sequence[str], runs: pd.DataFrame) -> list[str]:
+    """MLflow keys of the named metrics for every eval_k among the runs."""
+    return list(dict.fromkeys(METRICS[n].key_for(k) for n in names for k in eval_ks(runs)))
+
+
+def select_metric(long: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Rows of metric ``name``, each run's own eval_k (a run's eval/pass_at_2 with eval_k=2, not a stray key)."""
+    m = METRICS[name]
+    ks = long["eval_k"].fillna(16).astype(int) if "eval_k" in long else pd.Series(16, index=long.index)
+    if "{k}" not in m.key:
+        return long[long["key"] == m.key]
+    return long[long["key"] == ks.map(m.key_for)]
+
+
+def common_k(runs: pd.DataFrame) -> int | None:
+    """The runs' common eval_k, or None when they differ (labels then say 'k')."""
+    ks = eval_ks(runs)
+    return ks[0] if len(ks) == 1 else None
+
+
+def t_interval(mean: pd.Series, sd: pd.Series, n: pd.Series, level: float = 0.95) -> tuple[pd.Series, pd.Series]:
+    """Two-sided t confidence interval of a mean from (mean, sd, n), vectorised; NaN where n < 2."""
+    n = n.astype(float)
+    half = stdtrit(np.maximum(n - 1, 1), 0.5 + level / 2) * sd / np.sqrt(n)
+    half = half.where(n >= 2)
+    return mean - half, mean + half
+
+
+def mean_ci(frame: pd.DataFrame, by: Sequence[str], value: str = "value", level: float = 0.95) -> pd.DataFrame:
+    """Per group of ``by``: mean, sd, n and the t interval [lo, hi] of ``value`` over the rows (seeds)."""
+    g = frame.groupby(list(by), dropna=False, sort=True)[value]
+    out = g.agg(mean="mean", sd="std", n="count").reset_index()
+    out["lo"], out["hi"] = t_interval(out["mean"], out["sd"], out["n"], level)
+    return out
+
+
+def final_values(long: pd.DataFrame) -> pd.DataFrame:
+    """Each run's value of each key at its last logged step (the final evaluation after the last training step)."""
+    if long.empty:
+        return long
+    last = long.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    return last.drop_duplicates(["run_id", "key"], keep="last").reset_index(drop=True)
+
+
+def varying(runs: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns among ``columns`` whose value differs between the runs."""
+    return [c for c in columns if c in runs and runs[c].astype(str).nunique() > 1]
+
+
+def setting_keys(runs: pd.DataFrame) -> list[str]:
+    """Params that vary between the runs and are neither the sampler (the condition says it) nor a replicate key."""
+    skip = set(RUN_COLUMNS) | set(TAGS) | REPLICATE_KEYS | NOT_SETTINGS | DERIVED
+    return varying(runs, sorted(c for c in runs.columns if c not in skip and not c.startswith("sampling.")))
+
+
+def modal_subset(
+    runs: pd.DataFrame, keys: Sequence[str], compare: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Hold each of ``keys`` at one value: a figure that is not about a setting shows one value of it. The value kept
+    is the one under which the figure's comparison (the columns ``compare``, e.g. condition and d0) is most complete,
+    then the most common, then the first in sorted order. Returns the runs kept and {key: value kept}."""
+    chosen: dict[str, object] = {}
+    present = [c for c in compare if c in runs]
+    for k in keys:
+        if k not in runs or runs[k].astype(str).nunique() <= 1:
+            continue
+        text = runs[k].astype(str)
+        cover = runs[present].astype(str).agg("|".join, axis=1).groupby(text).nunique() if present else None
+        counts = text.value_counts()
+
+        def score(v: str, cover: pd.Series | None = cover, counts: pd.Series = counts) -> tuple[int, int]:
+            return (int(cover[v]) if cover is not None else 0, int(counts[v]))
+
+        best = sorted(counts.index, key=lambda v: (-score(v)[0], -score(v)[1], v))[0]
+        runs = runs[text == best]
+        chosen[k] = runs[k].iloc[0]
+    return runs, chosen
+
+
+def panel_labels(runs: pd.DataFrame, keys: Sequence[str] = PANEL_KEYS) -> pd.Series:
+    """'grpo · tiny' per run from the panel keys present (every key, varying or not: a panel says what it shows)."""
+    present = [k for k in keys if k in runs]
+    if not present:
+        return pd.Series("", index=runs.index)
+    parts = runs[present].astype(str)
+    return parts.apply(lambda r: " · ".join(r), axis=1) if len(parts) else pd.Series(dtype=str)
