@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The main command (README "Main command"): on a fresh machine, install the main environment, run the default small
-# sweep locally (EAD vs fixed temperature 1.0, 2 seeds, tiny countdown policy; sweeps/experiment/default.yaml), draw
-# its Pass@16 / Worst@16 training curves from MLflow, and say where everything is.
+# sweep locally (EAD vs fixed temperature 1.0, 2 seeds, tiny countdown policy; sweeps/experiment/default.yaml), run the
+# entropy-by-position, position-branching and effective-schedule studies into the same MLflow experiment, regenerate
+# every figure and table those runs support (python -m analysis.figures), and say where everything is.
 #
 #   bash scripts/main.sh                                  # as documented
 #   bash scripts/main.sh hydra/launcher=submitit_local    # extra arguments go to sweep.py (Hydra overrides)
 #
 # Idempotent: finished runs are skipped (by config hash), interrupted ones resume from their checkpoints.
 # Outputs (all git-ignored): mlflow.db + mlruns/ (tracking), runs/default/<hash>/ (checkpoints, JSONL logs),
-# multirun/ (Hydra job dirs and logs), outputs/figures/ (the figure and its data).
+# multirun/ (Hydra job dirs and logs), outputs/figures/default/ (figures as PNG + PDF, tables as Markdown + LaTeX).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,13 +19,16 @@ bash scripts/install.sh main
 echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
 .venv/bin/python sweep.py -m experiment=default "$@"
 
-echo "== figure"
-.venv/bin/python -m analysis.training_curves --experiment default --out outputs/figures
+echo "== studies: .venv/bin/python sweep.py -m study=entropy,branching,schedule sampling=fixed_1.0,ead experiment_name=default"
+.venv/bin/python sweep.py -m study=entropy,branching,schedule sampling=fixed_1.0,ead experiment_name=default
+
+echo "== figures: .venv/bin/python -m analysis.figures --experiment default --out outputs/figures/default"
+.venv/bin/python -m analysis.figures --experiment default --out outputs/figures/default
 
 cat <<MSG
 
 Done.
-  figure:   $ROOT/outputs/figures/training_curves_default.png  (data: training_curves_default.csv beside it)
+  figures:  $ROOT/outputs/figures/default/   (*.png, *.pdf, final_metrics.md / .tex; also logged to MLflow)
   runs:     $ROOT/runs/default/<config hash>/   (metrics.jsonl, tables/, checkpoint.pt, policy/)
   MLflow:   $ROOT/mlflow.db
 Browse the runs in the MLflow UI:
