@@ -108,7 +108,8 @@ def build_figures(
 
     def entropy_training() -> Any:
         t = table("train", "entropy_by_position", steps="last")
-        return plots.entropy_by_position(t, width=width)
+        title = "Policy entropy against response position (last evaluation of each training run, pooled per condition)"
+        return plots.entropy_by_position(t, width=width, title=title)
 
     figures: dict[str, Callable[[], Any]] = {
         "schedule_curves": lambda: plots.schedule_curves(width=width),
@@ -117,13 +118,13 @@ def build_figures(
         "entropy_by_position_training": entropy_training,
         "branching": lambda: plots.branching(table("branching", "branching"), width=width),
         "training_pass_worst": lambda: plots.training_curves(
-            long(), ("pass", "worst"), width=width, title="Pass@k and Worst@k (unbiased)"
+            long(), ("pass", "worst"), width=width, title="Pass@{k} and Worst@{k} (unbiased)"
         ),
         "training_pass_worst_bootstrap": lambda: plots.training_curves(
-            long(), ("boot_pass", "boot_worst"), width=width, title="Pass@k and Worst@k (bootstrap, verl style)"
+            long(), ("boot_pass", "boot_worst"), width=width, title="Pass@{k} and Worst@{k} (bootstrap, verl style)"
         ),
         "training_dynamics": lambda: plots.training_curves(
-            long(), ("mean", "entropy", "length"), width=width, title="Mean@k, entropy and response length"
+            long(), ("mean", "entropy", "length"), width=width, title="Mean@{k}, entropy and response length"
         ),
         "tis_ablation": lambda: plots.tis_ablation(long(), width=width),
         "decay_ablation": lambda: plots.decay_ablation(long(), width=width),

@@ -21,12 +21,14 @@ tag existed. The figures runs of ``python -m analysis.figures`` are left out unl
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import logging
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,7 +187,10 @@ def load_runs(
         row.update({k: _number(v) for k, v in run.data.params.items()})
         row.update({t: run.data.tags.get(t) for t in TAGS})
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    # Object columns keep each param as logged (2 stays 2, not 2.0, in a column where another run lacks it).
+    frame = pd.DataFrame(rows, dtype=object)
+    if not frame.empty:
+        frame[["start_time", "end_time"]] = frame[["start_time", "end_time"]].apply(pd.to_datetime)
     if frame.empty:
         return pd.DataFrame(columns=RUN_COLUMNS + TAGS)
     frame["job"] = job_kinds(frame)
@@ -220,24 +225,65 @@ def _sql_store(client: MlflowClient) -> Any:
     return store if hasattr(store, "engine") and hasattr(store, "ManagedSessionMaker") else None
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Cyclic GC paused while millions of row tuples are made and dropped (it would rescan them again and again,
+    doubling the time of a large fetch); they hold no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _history_sql(store: Any, run_ids: Sequence[str], keys: Sequence[str]) -> pd.DataFrame:
-    """All values of ``keys`` for ``run_ids`` in a few SELECTs on MLflow's ``metrics`` table (its own ORM model)."""
+    """All values of ``keys`` for ``run_ids``: one SELECT per key and chunk of runs on MLflow's ``metrics`` table
+    (through its own ORM table definition) on the database driver's cursor, rows unpacked column-wise into arrays."""
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlMetric
 
     t = SqlMetric.__table__
-    parts = []
-    with store.engine.connect() as conn:
-        for i in range(0, len(run_ids), _SQL_CHUNK):
-            chunk = list(run_ids[i : i + _SQL_CHUNK])
-            stmt = sa.select(t.c.run_uuid, t.c.key, t.c.step, t.c.value, t.c.timestamp, t.c.is_nan).where(
-                t.c.key.in_(list(keys)), t.c.run_uuid.in_(chunk)
-            )
-            res = conn.execute(stmt)
-            parts.append(pd.DataFrame(res.fetchall(), columns=["run_id", *HISTORY_COLUMNS[1:], "is_nan"]))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*HISTORY_COLUMNS, "is_nan"])
-    frame["value"] = frame["value"].astype(float).where(~frame["is_nan"].astype(bool), np.nan)
-    return frame[HISTORY_COLUMNS]
+    runs, names = sorted(set(run_ids)), sorted(set(keys))
+    run_code = {r: i for i, r in enumerate(runs)}
+    parts: list[tuple[np.ndarray, ...]] = []
+    with _no_gc(), store.engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # plain tuples: no per-row Row objects
+        for key_code, key in enumerate(names):
+            for i in range(0, len(runs), _SQL_CHUNK):
+                stmt = sa.select(t.c.run_uuid, t.c.step, t.c.value, t.c.timestamp, t.c.is_nan).where(
+                    t.c.key == key, t.c.run_uuid.in_(runs[i : i + _SQL_CHUNK])
+                )
+                # Values rendered as SQL literals (quoted by the dialect): no DBAPI parameter style to match.
+                cursor.execute(str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})))
+                rows = cursor.fetchall()
+                if not rows:
+                    continue
+                run, step, value, stamp, is_nan = zip(*rows)
+                value = np.asarray(value, dtype=np.float64)
+                value[np.asarray(is_nan, dtype=bool)] = np.nan
+                codes = np.fromiter(map(run_code.__getitem__, run), dtype=np.int32, count=len(run))
+                parts.append((codes, np.full(len(run), key_code, np.int32), np.asarray(step, np.int64), value,
+                              np.asarray(stamp, np.int64)))  # fmt: skip
+    cols = [np.concatenate(c) for c in zip(*parts)] if parts else [np.zeros(0, np.int64)] * 5
+    return _history_frame(cols, runs, names)
+
+
+def _history_frame(cols: Sequence[np.ndarray], runs: Sequence[str], names: Sequence[str]) -> pd.DataFrame:
+    """The history frame from (run code, key code, step, value, timestamp) arrays, sorted by run, key, step and time;
+    run_id and key categorical (sorted categories), so sorting and joining run columns work on integer codes."""
+    run, key, step, value, stamp = cols
+    order = np.lexsort((stamp, step, key, run))
+    return pd.DataFrame(
+        {
+            "run_id": pd.Categorical.from_codes(run[order], categories=runs),
+            "key": pd.Categorical.from_codes(key[order], categories=names),
+            "step": step[order].astype(np.int64),
+            "value": value[order].astype(np.float64),
+            "timestamp": stamp[order].astype(np.int64),
+        }
+    )
 
 
 def _history_api(client: MlflowClient, run_ids: Sequence[str], keys: Sequence[str], workers: int) -> pd.DataFrame:
@@ -250,7 +296,12 @@ def _history_api(client: MlflowClient, run_ids: Sequence[str], keys: Sequence[st
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool:
         rows = [row for chunk in pool.map(fetch, pairs) for row in chunk]
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    runs, names = sorted(set(run_ids)), sorted(set(keys))
+    rc, kc = {r: i for i, r in enumerate(runs)}, {k: i for i, k in enumerate(names)}
+    run, key, step, value, stamp = zip(*rows) if rows else ((), (), (), (), ())
+    cols = [np.asarray([rc[r] for r in run], np.int32), np.asarray([kc[k] for k in key], np.int32),
+            np.asarray(step, np.int64), np.asarray(value, np.float64), np.asarray(stamp, np.int64)]  # fmt: skip
+    return _history_frame(cols, runs, names)
 
 
 @functools.lru_cache(maxsize=32)
@@ -265,13 +316,35 @@ def _fetch_history(
     if method == "sql" and store is None:
         raise ValueError(f"method='sql' needs a SQL tracking store, got {client.tracking_uri}")
     if not run_ids or not keys:
-        frame = pd.DataFrame(columns=HISTORY_COLUMNS)
-    elif store is not None:
-        frame = _history_sql(store, run_ids, keys)
-    else:
-        frame = _history_api(client, run_ids, keys, workers)
-    frame = frame.astype({"step": "int64", "value": "float64", "timestamp": "int64"})
-    return frame.sort_values(["run_id", "key", "step", "timestamp"], kind="stable").reset_index(drop=True)
+        return _history_frame([np.zeros(0, np.int64)] * 5, sorted(set(run_ids)), sorted(set(keys)))
+    if store is not None:
+        return _history_sql(store, run_ids, keys)
+    return _history_api(client, run_ids, keys, workers)
+
+
+def _history(
+    client: MlflowClient,
+    run_ids: Sequence[str],
+    keys: Sequence[str],
+    workers: int,
+    runs: pd.DataFrame | None,
+    method: str,
+) -> pd.DataFrame:
+    """Histories with categorical run_id / key, from the cache when every run has ended."""
+    if method not in ("auto", "sql", "api"):
+        raise ValueError(f"method must be 'auto', 'sql' or 'api', got {method!r}")
+    run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
+    if runs is not None and len(run_ids) and set(run_ids) <= set(runs["run_id"]):
+        sel = runs.set_index("run_id").loc[run_ids]
+        if sel["status"].isin(TERMINAL).all() and sel["end_time"].notna().all():
+            versions = tuple(zip(run_ids, (f"{s}@{t}" for s, t in zip(sel["status"], sel["end_time"]))))
+            return _cached_history(client.tracking_uri, versions, tuple(keys), method).copy()
+    return _fetch_history(client, run_ids, keys, method, workers)
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """run_id and key as plain strings."""
+    return frame.assign(run_id=frame["run_id"].astype(str), key=frame["key"].astype(str))
 
 
 def metric_history(
@@ -283,21 +356,13 @@ def metric_history(
     runs: pd.DataFrame | None = None,
     method: str = "auto",
 ) -> pd.DataFrame:
-    """Tidy histories: columns run_id, key, step, value, timestamp (ms), sorted; every logged value (a step logged
-    twice shows twice: ``align_steps`` keeps the last).
+    """Tidy histories: columns run_id, key, step, value, timestamp (ms), sorted by run, key, step and time; every
+    logged value (a step logged twice shows twice: ``align_steps`` keeps the last).
 
     ``method``: 'sql' (bulk SELECTs, SQL stores only), 'api' (public API, any store), 'auto' (sql where possible).
     With ``runs`` (a ``load_runs`` frame holding these run ids) the result is cached when every run has ended.
     """
-    if method not in ("auto", "sql", "api"):
-        raise ValueError(f"method must be 'auto', 'sql' or 'api', got {method!r}")
-    run_ids, keys = list(dict.fromkeys(run_ids)), list(dict.fromkeys(keys))
-    if runs is not None and len(run_ids) and set(run_ids) <= set(runs["run_id"]):
-        sel = runs.set_index("run_id").loc[run_ids]
-        if sel["status"].isin(TERMINAL).all() and sel["end_time"].notna().all():
-            versions = tuple(zip(run_ids, (f"{s}@{t}" for s, t in zip(sel["status"], sel["end_time"]))))
-            return _cached_history(client.tracking_uri, versions, tuple(keys), method).copy()
-    return _fetch_history(client, run_ids, keys, method, max_workers)
+    return _plain(_history(client, run_ids, keys, max_workers, runs, method))
 
 
 def clear_cache() -> None:
@@ -319,8 +384,11 @@ def load_metrics(
     run's columns: a long frame ready for seaborn (x="step", y="value", hue="condition")."""
     client = client or client_for(tracking_uri)
     runs = runs if runs is not None else load_runs(experiments, client=client)
-    hist = metric_history(client, list(runs["run_id"]), keys, runs=runs, method=method)
-    return hist.merge(_run_columns(runs, HISTORY_COLUMNS), on="run_id", how="left")
+    hist = _history(client, list(runs["run_id"]), keys, 8, runs, method)
+    # Join the run columns by position (the history's run codes index the runs): no hash join over every point.
+    cols = _run_columns(runs, HISTORY_COLUMNS).set_index("run_id").reindex(hist["run_id"].cat.categories)
+    joined = cols.take(hist["run_id"].cat.codes.to_numpy()).reset_index(drop=True)
+    return pd.concat([_plain(hist), joined], axis=1)
 
 
 def _run_columns(runs: pd.DataFrame, taken: Sequence[str]) -> pd.DataFrame:
@@ -350,7 +418,8 @@ def wide_metrics(long: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.Dat
 
 def missing_metrics(long: pd.DataFrame, runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """(run_id, run_name, key) for every requested key a run never logged: report it, do not fail on it."""
-    have = set(zip(long["run_id"], long["key"])) if not long.empty else set()
+    pairs = long[["run_id", "key"]].drop_duplicates() if not long.empty else long
+    have = set(zip(pairs["run_id"].astype(str), pairs["key"].astype(str))) if not long.empty else set()
     rows = [
         (r, n, k) for r, n in zip(runs["run_id"], runs.get("run_name", runs["run_id"])) for k in keys
         if (r, k) not in have

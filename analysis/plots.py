@@ -89,10 +89,28 @@ def _restrict(long: pd.DataFrame, about: Sequence[str]) -> tuple[pd.DataFrame, s
     return long[long["run_id"].isin(kept["run_id"])], note
 
 
+def _compared(long: pd.DataFrame, column: str, what: str) -> pd.DataFrame:
+    """Only the (condition, panel) cells that hold at least two values of ``column``: a figure about a setting shows
+    the conditions that were run with more than one value of it."""
+    n = long.groupby(["condition", "panel"])[column].transform("nunique")
+    if not (n >= 2).any():
+        found = sorted(long[column].astype(str).unique())
+        raise NoData(f"no condition was run with two or more {what} (found {found})")
+    return long[n >= 2]
+
+
 def _with_labels(long: pd.DataFrame) -> pd.DataFrame:
-    out = long.assign(panel=panel_labels(long), tis=tis_labels(long))
-    out["condition"] = out["condition"].fillna("").map(canonical_condition)
-    return out
+    """Panel, TIS and canonical condition labels, computed once per run and mapped onto the rows."""
+    runs = _runs_of(long)
+    per_run = pd.DataFrame(
+        {
+            "panel": panel_labels(runs),
+            "tis": tis_labels(runs),
+            "condition": runs["condition"].fillna("").map(canonical_condition),
+        }
+    )
+    at = per_run.index.get_indexer(long["run_id"])  # one vectorised lookup, then positional takes
+    return long.assign(**{c: per_run[c].to_numpy()[at] for c in per_run.columns})
 
 
 def _band(ax: Any, summ: pd.DataFrame, x: str, color: Any, linestyle: str, label: str, marker: str | None) -> Any:
@@ -112,7 +130,12 @@ def _draw_series(
     styles: Mapping[Any, str],
     x: str = "step",
 ) -> None:
-    """One mean line (+ band over seeds) per hue (x style) value of ``rows`` (columns x, value, hue, style)."""
+    """One mean line (+ band over seeds) per hue (x style) value of ``rows`` (columns x, value, hue, style); an Axes
+    without values says 'no data' (e.g. DAPO's clip fraction when every group was filtered out)."""
+    rows = rows[rows["value"].notna()]
+    if rows.empty:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        return
     by = [hue] + ([style] if style else [])
     summ = mean_ci(rows, [*by, x])
     few = rows[x].nunique() <= 12
@@ -138,6 +161,11 @@ def _style_map(values: Sequence[Any]) -> dict[Any, str]:
     """TIS variant -> line style: TIS on (or a TIS level) solid first, 'TIS off' dashed."""
     ordered = sorted(set(values), key=lambda v: (v == "TIS off", str(v)))
     return {v: LINESTYLES[i % len(LINESTYLES)] for i, v in enumerate(ordered)}
+
+
+def _only(long: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """The rows of the named metrics (each run's own eval_k), before any per-row work; NoData when there are none."""
+    return pd.concat(_metric_rows(long, names).values())
 
 
 def _metric_rows(long: pd.DataFrame, names: Sequence[str]) -> dict[str, pd.DataFrame]:
@@ -166,18 +194,20 @@ def _curve_grid(
     """Metrics over training steps: a grid of (metric x facet) Axes, hue lines with bands, TIS as line style."""
     if long.empty:
         raise NoData("no training runs with metrics")
-    long, note = _restrict(_with_labels(long), about)
+    long, note = _restrict(_with_labels(_only(long, names)), about)
+    if need_style:
+        long = _compared(long, "tis", "TIS variants")
     k = common_k(_runs_of(long))
+    title = title.replace("{k}", str(k if k is not None else "k"))
     rows_by_metric = _metric_rows(long, names)
     facets = sorted(long[facet].unique(), key=str)
     tis_values = sorted(long["tis"].unique())
-    if need_style and len(tis_values) < 2:
-        raise NoData(f"every run has the same TIS setting ({tis_values[0]}): nothing to compare")
     style = "tis" if len(tis_values) > 1 else None
     styles = _style_map(tis_values) if style else {}
     if hue_colors is None:
-        palette = condition_colors(long["condition"])
-        hue_colors = {c: palette[c] for c in condition_order(long["condition"])}
+        present = long["condition"].unique()
+        palette = condition_colors(present)
+        hue_colors = {c: palette[c] for c in condition_order(present)}
     colors = hue_colors
     n_m, n_f = len(rows_by_metric), len(facets)
     nrows, ncols = (n_m, n_f) if metrics_as_rows else (n_f, n_m)
@@ -188,8 +218,7 @@ def _curve_grid(
             for j, f in enumerate(facets):
                 ax = axes[i][j] if metrics_as_rows else axes[j][i]
                 part = rows[rows[facet] == f]
-                if not part.empty:
-                    _draw_series(ax, part, hue, colors, style, styles)
+                _draw_series(ax, part, hue, colors, style, styles)
                 ax.set_ylabel(label)
                 ax.set_xlabel("training step")
                 ax.set_title(f"{label} · {f}" if f != "" else label)
@@ -276,17 +305,26 @@ def _series_label(table: pd.DataFrame) -> pd.Series:
     return table.get("run_name", table["run_id"]).astype(str)
 
 
-def entropy_by_position(table: pd.DataFrame, *, window: int = 5, width: str = "double") -> Figure:
+def entropy_by_position(
+    table: pd.DataFrame,
+    *,
+    window: int | None = None,
+    width: str = "double",
+    title: str = "Policy entropy against response position",
+) -> Figure:
     """Mean token entropy against response position, the tokens measured there, and the paper's cumulative "fixed
     start" curve (token-weighted mean over [0, p + window)), per condition: runs of one condition are pooled
     token-weighted. ``table``: ``entropy_by_position`` rows (position, entropy_mean, count) with run columns."""
     need = {"position", "entropy_mean", "count"}
     if table.empty or not need <= set(table.columns):
         raise NoData(f"no entropy_by_position table with columns {sorted(need)}")
+    if window is None:  # the study's own window when it logged one, else the paper's 5
+        windows = table["window"].dropna().unique() if "window" in table else []
+        window = int(windows[0]) if len(windows) == 1 else 5
     t = table.assign(series=_series_label(table), weighted=table["entropy_mean"].fillna(0) * table["count"])
     pooled = t.groupby(["series", "position"], sort=True)[["weighted", "count"]].sum().reset_index()
     pooled["entropy"] = (pooled["weighted"] / pooled["count"]).where(pooled["count"] > 0)
-    series = condition_order(pooled["series"])
+    series = condition_order(pooled["series"].unique())
     colors = condition_colors(series)
     with theme():
         fig, axes = new_figure(1, 3, width=width, row_height=2.3)
@@ -305,8 +343,10 @@ def entropy_by_position(table: pd.DataFrame, *, window: int = 5, width: str = "d
         a_cum.set(title=f"fixed start (window {window})", xlabel="response position p",
                   ylabel="mean entropy over [0, p + w)")  # fmt: skip
         a_count.set(title="tokens measured", xlabel="response position", ylabel="tokens")
+        for ax in axes[0]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         legend_below(fig, *a_mean.get_legend_handles_labels(), title=None)
-        fig.suptitle("Policy entropy against response position", fontsize=9)
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -318,7 +358,7 @@ def branching(table: pd.DataFrame, *, width: str = "double") -> Figure:
     if table.empty or not need <= set(table.columns):
         raise NoData(f"no branching table with columns {sorted(need)}")
     t = table.assign(series=_series_label(table))
-    facets = condition_order(t["series"])
+    facets = condition_order(t["series"].unique())
     prefixes = sorted(int(k) for k in t["K"].unique())
     colors = sequential_colors([k for k in prefixes if k != 0] or [1])
     with theme():
@@ -358,7 +398,7 @@ def training_curves(
     """``metrics`` (names of ``analysis.stats.METRICS``: pass, worst, boot_pass, boot_worst, mean, entropy, length,
     ...) over training steps, one row per metric, one column per algorithm and model size; EAD against the fixed
     temperatures, mean over seeds with a 95% band; TIS variants as line styles. ``long``: ``load_metrics`` rows of
-    training runs (keys for each run's eval_k)."""
+    training runs (keys for each run's eval_k). ``{k}`` in ``title`` becomes the runs' eval_k."""
     return _curve_grid(
         long, metrics, about=TIS_KEYS, metrics_as_rows=True, width=width, title=title or "Training curves"
     )
@@ -380,7 +420,8 @@ def rollout_scaling(long: pd.DataFrame, metric: str = "pass", *, width: str = "d
     if long.empty or "rollouts_per_prompt" not in long or long["rollouts_per_prompt"].nunique() < 2:
         found = sorted(long["rollouts_per_prompt"].unique()) if "rollouts_per_prompt" in long else []
         raise NoData(f"rollouts_per_prompt takes fewer than two values among the training runs ({found})")
-    long, note = _restrict(_with_labels(long), ["rollouts_per_prompt", *TIS_KEYS])
+    long, note = _restrict(_with_labels(_only(long, [metric])), ["rollouts_per_prompt"])
+    long = _compared(long, "rollouts_per_prompt", "rollouts per prompt")
     runs = _runs_of(long)
     k = common_k(runs)
     rows = _metric_rows(long, [metric])[metric]
@@ -388,7 +429,7 @@ def rollout_scaling(long: pd.DataFrame, metric: str = "pass", *, width: str = "d
     values = sorted(runs["rollouts_per_prompt"].unique())
     seq = sequential_colors(values)
     colors = {f"n = {v}": seq[v] for v in values}
-    conds = condition_order(rows["condition"])
+    conds = condition_order(rows["condition"].unique())
     panels = sorted(rows["panel"].unique(), key=str)
     label = METRICS[metric].label_for(k)
     with theme():
@@ -396,9 +437,7 @@ def rollout_scaling(long: pd.DataFrame, metric: str = "pass", *, width: str = "d
         for i, p in enumerate(panels):
             for j, c in enumerate(conds):
                 ax = axes[i][j]
-                part = rows[(rows["panel"] == p) & (rows["condition"] == c)]
-                if not part.empty:
-                    _draw_series(ax, part, "rollouts", colors, None, {})
+                _draw_series(ax, rows[(rows["panel"] == p) & (rows["condition"] == c)], "rollouts", colors, None, {})
                 ax.set(xlabel="training step", ylabel=label, title=f"{c} · {p}", ylim=(-0.03, 1.03))
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(fig, colors, {}, title="rollouts per prompt")
@@ -417,7 +456,7 @@ def decay_ablation(long: pd.DataFrame, metric: str = "pass", *, width: str = "do
     line at its mean, for reference. Other decay parameters are held at their most common value per panel."""
     if long.empty or "sampling.kind" not in long:
         raise NoData("no training runs with metrics")
-    long, note = _restrict(_with_labels(long), DECAY_KEYS)
+    long, note = _restrict(_with_labels(_only(long, [metric])), DECAY_KEYS)
     rows = final_values(_metric_rows(long, [metric])[metric])
     ead = rows[rows["sampling.kind"] == "ead"]
     keys = [k for k in DECAY_KEYS if k in ead and ead[k].astype(str).nunique() > 1]
@@ -469,7 +508,7 @@ def inference_scaling(table: pd.DataFrame, *, width: str = "double") -> Figure:
     t = table.assign(condition=table["condition"].map(canonical_condition))
     facet_keys = [c for c in ("size", "policy_dir", "task") if c in t and t[c].astype(str).nunique() > 1]
     t["facet"] = t[facet_keys].astype(str).agg(" · ".join, axis=1) if facet_keys else ""
-    conds = condition_order(t["condition"])
+    conds = condition_order(t["condition"].unique())
     colors = condition_colors(conds)
     facets = sorted(t["facet"].unique())
     ns = sorted(int(n) for n in t["N"].unique())

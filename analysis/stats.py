@@ -70,10 +70,14 @@ def metric_keys(names: Sequence[str], runs: pd.DataFrame) -> list[str]:
 def select_metric(long: pd.DataFrame, name: str) -> pd.DataFrame:
     """Rows of metric ``name``, each run's own eval_k (a run's eval/pass_at_2 with eval_k=2, not a stray key)."""
     m = METRICS[name]
-    ks = long["eval_k"].fillna(16).astype(int) if "eval_k" in long else pd.Series(16, index=long.index)
     if "{k}" not in m.key:
         return long[long["key"] == m.key]
-    return long[long["key"] == ks.map(m.key_for)]
+    ks = eval_ks(long.drop_duplicates("run_id"))
+    rows = long[long["key"].isin([m.key_for(k) for k in ks])]
+    if len(ks) == 1:
+        return rows
+    own = rows.drop_duplicates("run_id").set_index("run_id")["eval_k"].fillna(16).astype(int).map(m.key_for)
+    return rows[rows["key"] == rows["run_id"].map(own)]
 
 
 def common_k(runs: pd.DataFrame) -> int | None:

@@ -41,7 +41,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
 def theme_rc() -> dict[str, Any]:
-    """rcParams of the one theme: seaborn 'whitegrid' at 'paper' scale, colour-blind cycle, PDF with TrueType fonts."""
+    """rcParams of the one theme: seaborn "whitegrid" at "paper" scale, colour-blind colour cycle."""
     rc: dict[str, Any] = {}
     rc.update(sns.axes_style("whitegrid"))
     rc.update(sns.plotting_context("paper", font_scale=0.95))
@@ -56,8 +56,6 @@ def theme_rc() -> dict[str, Any]:
             "lines.linewidth": 1.4,
             "lines.markersize": 3.5,
             "savefig.dpi": 200,
-            "pdf.fonttype": 42,
-            "ps.fonttype": 42,
         }
     )
     return rc
@@ -81,14 +79,15 @@ def new_figure(nrows: int, ncols: int, width: str = "double", row_height: float 
 
 
 def canonical_condition(label: str) -> str:
-    """One spelling per condition: 'fixed_1' / 'fixed:1.0' / 'fixed 1' -> 'fixed 1.0'; 'ead' -> 'EAD';
-    'ead_local' -> 'EAD local' (inference-scaling labels). Labels from ``condition_labels`` pass through unchanged."""
+    """One spelling per condition: 'fixed_1' / 'fixed:1.0' / 'fixed 1' -> 'fixed 1.0'; 'ead' -> 'EAD'; inference-scaling
+    labels 'ead_paper_s200' -> 'EAD paper_s200' and 'ead_local' (the training default schedule) -> 'EAD'. Labels from
+    ``condition_labels`` pass through unchanged."""
     text = str(label).strip()
     m = re.fullmatch(r"fixed[ _:]?([0-9]*\.?[0-9]+)", text, flags=re.IGNORECASE)
     if m:
         tau = f"{float(m[1]):g}"
         return f"fixed {tau if '.' in tau or 'e' in tau else tau + '.0'}"
-    if text.lower() == "ead":
+    if text.lower() in ("ead", "ead_local"):  # inference scaling's ead:local is the training default EAD
         return "EAD"
     m = re.fullmatch(r"ead[_:](.+)", text)
     return f"EAD {m[1]}" if m else text
@@ -97,17 +96,12 @@ def canonical_condition(label: str) -> str:
 def condition_order(conditions: Iterable[str]) -> list[str]:
     """EAD first (the plain one, then variants), then fixed temperatures from cold to hot, then anything else."""
 
-    def key(c: str) -> tuple[int, float, str]:
-        if c == "EAD":
-            return (0, 0.0, c)
-        if c.startswith("EAD"):
-            return (1, 0.0, c)
-        if c.startswith("fixed "):
-            try:
-                return (2, float(c.split()[1]), c)
-            except ValueError:
-                return (2, 0.0, c)
-        return (3, 0.0, c)
+    def natural(c: str) -> tuple[Any, ...]:  # 'EAD d0=4' before 'EAD d0=16'
+        return tuple(float(p) if p[:1].isdigit() else p for p in re.findall(r"\d+(?:\.\d+)?|\D+", c))
+
+    def key(c: str) -> tuple[int, tuple[Any, ...]]:
+        group = 0 if c == "EAD" else 1 if c.startswith("EAD") else 2 if c.startswith("fixed ") else 3
+        return (group, tuple((isinstance(p, str), p) for p in natural(c)))
 
     return sorted(set(conditions), key=key)
 
@@ -153,7 +147,12 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    engine = fig.get_layout_engine()
     with theme():
-        for p in paths:
-            fig.savefig(p, bbox_inches="tight")
+        fig.savefig(paths[0])
+        fig.set_layout_engine("none")  # the PDF reuses the layout just computed (it is in inches: dpi-free)
+        try:
+            fig.savefig(paths[1])
+        finally:
+            fig.set_layout_engine(engine)
     return paths

@@ -28,13 +28,13 @@ def final_metrics_table(long: pd.DataFrame, metrics: Sequence[str] = DEFAULT_TAB
     runs = long.drop_duplicates("run_id")
     k = common_k(runs)
     groups = [c for c in PANEL_KEYS if c in runs] + [c for c in setting_keys(runs) if c not in PANEL_KEYS]
-    long = long.assign(condition=long["condition"].fillna("").map(canonical_condition))
     by = [*groups, "condition"]
     parts = []
     for name in metrics:
         rows = final_values(select_metric(long, name))
         if rows.empty:
             continue
+        rows = rows.assign(condition=rows["condition"].fillna("").map(canonical_condition))
         summ = mean_ci(rows, by)
         label = METRICS[name].label_for(k)
         summ = summ.rename(columns={"mean": f"{label} mean", "lo": f"{label} lo", "hi": f"{label} hi", "n": "seeds"})

@@ -1,0 +1,211 @@
+"""Each figure family on the session's real store: the Axes hold the expected series, labels and scales (matplotlib
+objects, not pixels); estimators never share a label; colours are fixed per condition; figures say why they cannot be
+drawn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.colors as mcolors
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from analysis import plots
+from analysis.mlflow_loader import load_metrics, load_runs, load_tables
+from analysis.plots import NoData
+from analysis.stats import metric_keys
+from analysis.style import FIXED_COLORS
+
+ALL = ["pass", "worst", "mean", "boot_pass", "boot_worst", "greedy", "entropy", "length", "clipfrac", "grad_norm"]
+
+
+@pytest.fixture(scope="module")
+def runs(store: dict[str, Any]) -> pd.DataFrame:
+    return load_runs(store["experiment"], store["uri"])
+
+
+@pytest.fixture(scope="module")
+def long(store: dict[str, Any], runs: pd.DataFrame) -> pd.DataFrame:
+    train = runs[runs["job"] == "train"]
+    return load_metrics(store["experiment"], metric_keys(ALL, train), runs=train, tracking_uri=store["uri"])
+
+
+def table(store: dict[str, Any], runs: pd.DataFrame, job: str, name: str, **kw: Any) -> pd.DataFrame:
+    return load_tables(store["experiment"], name, runs=runs[runs["job"] == job], tracking_uri=store["uri"], **kw)
+
+
+def labels(ax: Any) -> list[str]:
+    return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def color_of(ax: Any, label: str) -> str:
+    return mcolors.to_hex(next(line.get_color() for line in ax.get_lines() if line.get_label() == label))
+
+
+def legend_texts(fig: Figure) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def assert_legend_outside(fig: Figure) -> None:
+    """One figure legend, below the axes; no legend drawn inside an Axes."""
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    fig.canvas.draw()
+    legend_top = fig.legends[0].get_window_extent().y1
+    assert all(legend_top <= ax.get_window_extent().y0 for ax in fig.axes)
+
+
+def test_schedule_curves_both_scales() -> None:
+    fig = plots.schedule_curves(ds=(25, 100))
+    paper, reference = fig.axes
+    assert "paper" in paper.get_title() and "reference" in reference.get_title() and "20d" in reference.get_title()
+    for ax in fig.axes:
+        assert labels(ax) == ["d = 25", "d = 100"]
+        assert ax.get_xlabel() == "response position t" and "tau" in ax.get_ylabel()
+    # The reference scale anneals 20x more slowly: its x range is 20x longer.
+    assert reference.get_xlim()[1] == pytest.approx(20 * paper.get_xlim()[1], rel=0.01)
+    first = paper.get_lines()[0].get_ydata()
+    assert first[0] == 1.0 and min(first) == pytest.approx(0.1)  # tau = 1 before c, floor tau_min
+    assert_legend_outside(fig)
+    assert plots.schedule_curves(width="single").get_figwidth() == 3.5
+
+
+def test_effective_schedule_from_the_study_table(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    fig = plots.effective_schedule(table(store, runs, "schedule", "effective_schedule"))
+    assert [ax.get_title() for ax in fig.axes] == ["paper scale", "reference scale"]
+    assert all(labels(ax) == ["step 0", "step 50", "step 200"] for ax in fig.axes)
+    with pytest.raises(NoData, match="effective_schedule"):
+        plots.effective_schedule(pd.DataFrame())
+
+
+def test_entropy_by_position_study_and_training(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    fig = plots.entropy_by_position(table(store, runs, "entropy", "entropy_by_position"))
+    mean, cum, count = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["entropy by position", "fixed start (window 5)", "tokens measured"]
+    assert mean.get_xlabel() == "response position" and "entropy" in mean.get_ylabel()
+    assert all(labels(ax) == ["EAD", "fixed 1.0"] for ax in fig.axes)
+    assert color_of(mean, "EAD") == FIXED_COLORS["EAD"] and color_of(cum, "fixed 1.0") == FIXED_COLORS["fixed 1.0"]
+    study = table(store, runs, "entropy", "entropy_by_position")
+    one = study[study["condition"] == "fixed 1.0"].sort_values("position")
+    drawn = next(line for line in cum.get_lines() if line.get_label() == "fixed 1.0").get_ydata()
+    assert drawn[: len(one)] == pytest.approx(one["fixed_start_mean"].to_numpy(), nan_ok=True)  # = the study's curve
+    trained = plots.entropy_by_position(table(store, runs, "train", "entropy_by_position", steps="last"))
+    assert labels(trained.axes[0]) == ["EAD", "EAD d0=4", "EAD d0=16", "fixed 1.0"]
+    assert_legend_outside(fig)
+
+
+def test_branching_maj_at_k_per_prefix(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    fig = plots.branching(table(store, runs, "branching", "branching"))
+    maj, pas, div = fig.axes
+    assert maj.get_ylabel() == "Maj@k" and pas.get_ylabel() == "Pass@k" and maj.get_xlabel() == "k (samples)"
+    assert labels(maj) == ["unbranched (K = 0)", "branch after K = 2", "branch after K = 4"]
+    assert maj.get_lines()[0].get_linestyle() == "--"  # the baseline stands out
+    assert list(maj.get_lines()[0].get_xdata()) == [1, 2, 4] and maj.get_xscale() == "log"
+    assert div.get_xlabel() == "prefix length K (tokens)" and list(div.get_lines()[0].get_xdata()) == [0, 2, 4]
+    assert "EAD" in maj.get_title()
+
+
+def test_training_curves_panel_per_algorithm_with_the_runs_eval_k(long: pd.DataFrame) -> None:
+    fig = plots.training_curves(long, ("pass", "worst"), title="Pass@{k}")
+    axes = fig.axes
+    assert len(axes) == 4  # rows Pass/Worst x columns dapo/grpo
+    assert [ax.get_title() for ax in axes] == ["Pass@2 · dapo · tiny", "Pass@2 · grpo · tiny",
+                                               "Worst@2 · dapo · tiny", "Worst@2 · grpo · tiny"]  # fmt: skip
+    assert [ax.get_ylabel() for ax in axes] == ["Pass@2", "Pass@2", "Worst@2", "Worst@2"]
+    assert all(ax.get_xlabel() == "training step" for ax in axes)
+    assert "16" not in " ".join(ax.get_title() for ax in axes) and fig.get_suptitle().startswith("Pass@2")
+    grpo = axes[1]
+    # grpo: EAD and fixed 1.0 with TIS on and off (style), EAD decay variants with TIS on; rollouts held at 2.
+    assert sorted(labels(grpo)) == sorted(["EAD, TIS on", "EAD, TIS off", "fixed 1.0, TIS on", "fixed 1.0, TIS off",
+                                           "EAD d0=4, TIS on", "EAD d0=16, TIS on"])  # fmt: skip
+    assert "rollouts_per_prompt=2" in fig.get_suptitle()
+    style = {line.get_label(): line.get_linestyle() for line in grpo.get_lines()}
+    assert style["EAD, TIS on"] == "-" and style["EAD, TIS off"] == "--"
+    assert color_of(grpo, "EAD, TIS off") == FIXED_COLORS["EAD"] == color_of(axes[0], "EAD, TIS on")
+    assert color_of(grpo, "fixed 1.0, TIS on") == FIXED_COLORS["fixed 1.0"]
+    assert sorted(labels(axes[0])) == ["EAD, TIS on", "fixed 1.0, TIS on"]  # dapo was run with TIS only
+    # Mean over two seeds with a band: one filled area per line with >= 2 seeds at a step.
+    assert len(grpo.collections) >= 4
+    assert {"EAD", "fixed 1.0", "TIS on", "TIS off"} <= set(legend_texts(fig))
+    assert_legend_outside(fig)
+
+
+def test_unbiased_and_bootstrap_estimators_never_share_a_label(long: pd.DataFrame) -> None:
+    fig = plots.training_curves(long, ("pass", "boot_pass", "worst", "boot_worst"))
+    ylabels = [ax.get_ylabel() for ax in fig.axes[::2]]
+    assert ylabels == ["Pass@2", "Pass@2 (bootstrap)", "Worst@2", "Worst@2 (bootstrap)"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(set(titles)) == len(titles) == 8
+    unbiased = {t for t in titles if "bootstrap" not in t}
+    assert unbiased and all(t.replace("@2", "@2 (bootstrap)", 1) in titles for t in unbiased)
+    dynamics = plots.training_curves(long, ("mean", "entropy", "length"))
+    assert [ax.get_ylabel() for ax in dynamics.axes[::2]] == ["Mean@2", "entropy (train rollouts)",
+                                                              "response length (tokens)"]  # fmt: skip
+
+
+def test_tis_ablation(long: pd.DataFrame) -> None:
+    fig = plots.tis_ablation(long)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Worst@2", "clip fraction", "gradient norm"]
+    # Only conditions run with and without TIS (grpo: EAD and fixed 1.0); TIS off dashed.
+    for ax in fig.axes:
+        assert sorted(labels(ax)) == ["EAD, TIS off", "EAD, TIS on", "fixed 1.0, TIS off", "fixed 1.0, TIS on"]
+        assert {line.get_linestyle() for line in ax.get_lines() if "TIS off" in line.get_label()} == {"--"}
+    assert "grpo" in fig.axes[0].get_title()
+    with pytest.raises(NoData, match="two or more TIS variants"):
+        plots.tis_ablation(long[long["tis.enabled"] == True])  # noqa: E712
+
+
+def test_decay_ablation(long: pd.DataFrame) -> None:
+    fig = plots.decay_ablation(long)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "d0 (initial decay)" and ax.get_ylabel() == "final Pass@2"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "8", "16"] and ax.get_xscale() == "linear"
+    assert "fixed 1.0" in labels(ax)  # a reference line per other sampler
+    assert color_of(ax, "fixed 1.0") == FIXED_COLORS["fixed 1.0"]
+    assert "EAD (mean, 95% CI)" in legend_texts(fig)
+    with pytest.raises(NoData, match="no decay parameter varies"):
+        plots.decay_ablation(long[long["condition"].isin(["EAD", "fixed 1.0"])])
+
+
+def test_rollout_scaling(long: pd.DataFrame) -> None:
+    fig = plots.rollout_scaling(long)
+    assert [ax.get_title() for ax in fig.axes] == ["EAD · grpo · tiny", "fixed 1.0 · grpo · tiny"]
+    assert all(labels(ax) == ["n = 2", "n = 4"] and ax.get_ylabel() == "Pass@2" for ax in fig.axes)
+    assert "tis.enabled=True" in fig.get_suptitle()  # held at the value both rollout counts were run with
+    with pytest.raises(NoData, match="rollouts_per_prompt"):
+        plots.rollout_scaling(long[long["rollouts_per_prompt"] == 2])
+
+
+def test_inference_scaling_log_axis(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    fig = plots.inference_scaling(table(store, runs, "inference", "infer_scaling"))
+    maj, pas = fig.axes
+    assert maj.get_ylabel() == "Majority@N" and pas.get_ylabel() == "Pass@N"
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "N (samples per prompt)"
+        assert labels(ax) == ["EAD", "fixed 0.6", "fixed 1.0", "fixed 1.2"]
+        assert list(ax.get_lines()[0].get_xdata()) == [1, 2, 4, 8]
+        assert {color_of(ax, c) for c in labels(ax)} == set(FIXED_COLORS.values())
+    assert_legend_outside(fig)
+    with pytest.raises(NoData, match="infer_scaling"):
+        plots.inference_scaling(pd.DataFrame(columns=["condition", "N"]))
+
+
+def test_a_condition_keeps_its_colour_in_every_figure(store: dict[str, Any], runs: pd.DataFrame, long) -> None:
+    figs = [
+        plots.training_curves(long),
+        plots.entropy_by_position(table(store, runs, "entropy", "entropy_by_position")),
+        plots.inference_scaling(table(store, runs, "inference", "infer_scaling")),
+    ]
+    seen: dict[str, set[str]] = {}
+    for fig in figs:
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                name = line.get_label().split(", TIS")[0]
+                if name in FIXED_COLORS:
+                    seen.setdefault(name, set()).add(mcolors.to_hex(line.get_color()))
+    assert seen["EAD"] == {FIXED_COLORS["EAD"]} and seen["fixed 1.0"] == {FIXED_COLORS["fixed 1.0"]}
+
+
+def test_no_training_runs_is_no_data() -> None:
+    with pytest.raises(NoData):
+        plots.training_curves(pd.DataFrame())
