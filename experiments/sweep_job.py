@@ -291,9 +291,10 @@ def _params(job: PreparedJob) -> dict[str, Any]:
 
         return {**flat_params(job.config), "study": job.kind}
     if job.backend == "verl":
+        from experiments.confighash import canonical
         from experiments.verl_backend.config import flat_params
 
-        return flat_params(job.config)
+        return {k: canonical(v) for k, v in flat_params(job.config).items()}  # 25.0 -> 25, like the local trainer
     return {}
 
 

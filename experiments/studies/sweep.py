@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.confighash import config_hash
+from experiments.confighash import canonical, config_hash
 from experiments.rlvr.config import SamplingConfig
 from experiments.studies import STUDIES
 from experiments.studies.common import PolicySource
@@ -98,5 +98,5 @@ def flat_params(study: Any) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = obj
 
-    walk("", asdict(study))
+    walk("", canonical(asdict(study)))  # 8.0 -> 8, as the trainer logs its params: conditions compare equal
     return out

@@ -38,7 +38,7 @@ def test_every_axis_has_a_group() -> None:
     assert groups["backend"] == ["local", "verl"]
     assert groups["algorithm"] == ["clip_cov", "dapo", "grpo", "kl_cov"]
     assert {"base", "small", "tiny"} <= set(groups["model"])  # local sizes; the rest are verl model presets
-    assert groups["study"] == ["branching", "entropy", "schedule"]
+    assert groups["study"] == ["branching", "entropy", "none", "schedule"]
     assert {"ead", "ead_reference", "fixed", "fixed_0.6", "fixed_1.0", "fixed_1.2"} <= set(groups["sampling"])
     assert groups["tis"] == ["off", "sequence", "token"]
     assert {"countdown", "arithmetic"} <= set(groups["task"])
