@@ -87,6 +87,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def canon_param(value: Any) -> str:
+    """One text per param value: 8, 8.0 and '8.0' all read '8' (configs log 8, dataclass dumps 8.0); None and NaN
+    'None'; booleans 'True' / 'False'."""
+    if isinstance(value, str):
+        typed = _number(value)
+        return value if isinstance(typed, str) else canon_param(typed)
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return "None" if np.isnan(value) else f"{float(value):g}"
+    return str(value)
+
+
+def param_text(values: pd.Series) -> pd.Series:
+    """``values`` as canonical text (``canon_param``): what to compare, group and print params by."""
+    return values.map(canon_param).astype(object)
+
+
 def condition_labels(runs: pd.DataFrame) -> pd.Series:
     """'EAD' or 'fixed 0.6' per run (another ``sampling.kind``, e.g. a reverse schedule, is its own name). Where EAD
     parameters vary between the EAD runs, the runs that differ from the most common EAD setting say how ('EAD d0=4'),
@@ -101,13 +119,13 @@ def condition_labels(runs: pd.DataFrame) -> pd.Series:
     for k in EAD_KEYS:
         if k not in runs:
             continue
-        text = runs.loc[is_ead, k].astype(str)
-        if text.nunique() <= 1:
+        text = param_text(runs[k])
+        counts = text[is_ead].value_counts()
+        if len(counts) <= 1:
             continue
-        counts = text.value_counts()
         modal = sorted(counts[counts == counts.max()].index)[0]
-        differs = is_ead & (runs[k].astype(str) != modal)
-        extra = extra.where(~differs, extra + f" {k.split('.', 1)[1]}=" + runs[k].astype(str))
+        differs = is_ead & (text != modal)
+        extra = extra.where(~differs, extra + f" {k.split('.', 1)[1]}=" + text)
     fixed = "fixed " + runs.get("sampling.tau", pd.Series(np.nan, index=runs.index)).map(_fmt)
     ead_label = ("EAD" + extra).str.strip()
     other = kind.fillna("").astype(str)
@@ -144,8 +162,7 @@ def _quote(value: Any) -> str:
 def _param_matches(column: pd.Series, wanted: Any) -> pd.Series:
     """Rows whose (typed) param equals ``wanted``, or is one of a list of wanted values."""
     values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
-    typed = {_number(v) if isinstance(v, str) else v for v in values}
-    return column.map(lambda v: v in typed or str(v) in {str(t) for t in typed})
+    return param_text(column).isin({canon_param(v) for v in values})
 
 
 def load_runs(
@@ -413,7 +430,7 @@ def wide_metrics(long: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.Dat
     aligned = align_steps(long[["run_id", "key", "step", "value", "timestamp"]])
     wide = aligned.pivot(index=["run_id", "step"], columns="key", values="value").reset_index()
     wide.columns.name = None
-    return wide.merge(runs, on="run_id", how="left") if runs is not None else wide
+    return wide.merge(_run_columns(runs, list(wide.columns)), on="run_id", how="left") if runs is not None else wide
 
 
 def missing_metrics(long: pd.DataFrame, runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from analysis.mlflow_loader import canon_param, param_text
 from analysis.stats import (
     METRICS,
     PANEL_KEYS,
@@ -68,10 +69,10 @@ def tis_labels(runs: pd.DataFrame) -> pd.Series:
     on = runs["tis.enabled"].astype(str).str.lower().isin(["true", "1"])
     label = pd.Series("TIS on", index=runs.index)
     tis = runs[on]
-    if "tis.level" in runs and tis["tis.level"].astype(str).nunique() > 1:
-        label = "TIS " + runs["tis.level"].astype(str)
-    if "tis.cap" in runs and tis["tis.cap"].astype(str).nunique() > 1:
-        label = label + " cap=" + runs["tis.cap"].astype(str)
+    if "tis.level" in runs and param_text(tis["tis.level"]).nunique() > 1:
+        label = "TIS " + param_text(runs["tis.level"])
+    if "tis.cap" in runs and param_text(tis["tis.cap"]).nunique() > 1:
+        label = label + " cap=" + param_text(runs["tis.cap"])
     return label.where(on, "TIS off")
 
 
@@ -85,7 +86,7 @@ def _restrict(long: pd.DataFrame, about: Sequence[str]) -> tuple[pd.DataFrame, s
     runs = _runs_of(long)
     nuisance = [k for k in setting_keys(runs) if k not in set(about) | set(PANEL_KEYS)]
     kept, chosen = modal_subset(runs, nuisance, compare=["condition", *about])
-    note = ", ".join(f"{k}={v}" for k, v in chosen.items())
+    note = ", ".join(f"{k}={canon_param(v)}" for k, v in chosen.items())
     return long[long["run_id"].isin(kept["run_id"])], note
 
 
@@ -459,9 +460,9 @@ def decay_ablation(long: pd.DataFrame, metric: str = "pass", *, width: str = "do
     long, note = _restrict(_with_labels(_only(long, [metric])), DECAY_KEYS)
     rows = final_values(_metric_rows(long, [metric])[metric])
     ead = rows[rows["sampling.kind"] == "ead"]
-    keys = [k for k in DECAY_KEYS if k in ead and ead[k].astype(str).nunique() > 1]
+    keys = [k for k in DECAY_KEYS if k in ead and param_text(ead[k]).nunique() > 1]
     if not keys:
-        vals = {k: sorted(ead[k].astype(str).unique()) for k in DECAY_KEYS if k in ead}
+        vals = {k: sorted(param_text(ead[k]).unique()) for k in DECAY_KEYS if k in ead}
         raise NoData(f"no decay parameter varies among the EAD runs ({vals})")
     others = rows[rows["sampling.kind"] != "ead"]
     other_mean = mean_ci(others, ["condition"]) if not others.empty else pd.DataFrame(columns=["condition", "mean"])
@@ -506,8 +507,8 @@ def inference_scaling(table: pd.DataFrame, *, width: str = "double") -> Figure:
     if table.empty or not need <= set(table.columns):
         raise NoData(f"no infer_scaling table with columns {sorted(need)}")
     t = table.assign(condition=table["condition"].map(canonical_condition))
-    facet_keys = [c for c in ("size", "policy_dir", "task") if c in t and t[c].astype(str).nunique() > 1]
-    t["facet"] = t[facet_keys].astype(str).agg(" · ".join, axis=1) if facet_keys else ""
+    facet_keys = [c for c in ("size", "policy_dir", "task") if c in t and param_text(t[c]).nunique() > 1]
+    t["facet"] = t[facet_keys].apply(param_text).agg(" · ".join, axis=1) if facet_keys else ""
     conds = condition_order(t["condition"].unique())
     colors = condition_colors(conds)
     facets = sorted(t["facet"].unique())

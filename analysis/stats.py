@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import stdtrit
 
-from analysis.mlflow_loader import RUN_COLUMNS, TAGS
+from analysis.mlflow_loader import RUN_COLUMNS, TAGS, param_text
 
 # Params that differ between replicates of one setting (never a reason to split a figure or a table).
 REPLICATE_KEYS = {"seed", "config_hash", "init_from", "run_dir", "experiment_name", "policy_dir_resolved"}
@@ -112,7 +112,7 @@ def final_values(long: pd.DataFrame) -> pd.DataFrame:
 
 def varying(runs: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """The columns among ``columns`` whose value differs between the runs."""
-    return [c for c in columns if c in runs and runs[c].astype(str).nunique() > 1]
+    return [c for c in columns if c in runs and param_text(runs[c]).nunique() > 1]
 
 
 def setting_keys(runs: pd.DataFrame) -> list[str]:
@@ -130,10 +130,11 @@ def modal_subset(
     chosen: dict[str, object] = {}
     present = [c for c in compare if c in runs]
     for k in keys:
-        if k not in runs or runs[k].astype(str).nunique() <= 1:
+        if k not in runs or param_text(runs[k]).nunique() <= 1:
             continue
-        text = runs[k].astype(str)
-        cover = runs[present].astype(str).agg("|".join, axis=1).groupby(text).nunique() if present else None
+        text = param_text(runs[k])
+        combos = runs[present].apply(param_text).agg("|".join, axis=1) if present else None
+        cover = combos.groupby(text).nunique() if combos is not None else None
         counts = text.value_counts()
 
         def score(v: str, cover: pd.Series | None = cover, counts: pd.Series = counts) -> tuple[int, int]:
@@ -150,5 +151,5 @@ def panel_labels(runs: pd.DataFrame, keys: Sequence[str] = PANEL_KEYS) -> pd.Ser
     present = [k for k in keys if k in runs]
     if not present:
         return pd.Series("", index=runs.index)
-    parts = runs[present].astype(str)
+    parts = runs[present].apply(param_text)
     return parts.apply(lambda r: " · ".join(r), axis=1) if len(parts) else pd.Series(dtype=str)

@@ -3,6 +3,7 @@ histories (steps aligned, duplicates, missing keys, SQL and API paths equal, cac
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,8 @@ def test_unknown_experiment_names_the_known_ones(store: dict[str, Any]) -> None:
 
 def test_newest_run_of_a_config_hash_and_figures_runs_left_out(store: dict[str, Any]) -> None:
     client = client_for(store["uri"])
-    exp = client.create_experiment("loader-dupes")
+    name = f"loader-dupes-{uuid.uuid4().hex[:6]}"
+    exp = client.create_experiment(name)
     ids = []
     for seed in (0, 0):  # a forced re-run: same config hash, newer run
         run = client.create_run(exp, tags={"config_hash": "h1", "backend": "local"})
@@ -81,9 +83,9 @@ def test_newest_run_of_a_config_hash_and_figures_runs_left_out(store: dict[str, 
         ids.append(run.info.run_id)
     figures = client.create_run(exp, tags={"job": "figures"}).info.run_id
     client.set_terminated(figures, "FINISHED")
-    assert load_runs("loader-dupes", store["uri"])["run_id"].tolist() == [ids[1]]
-    assert len(load_runs("loader-dupes", store["uri"], latest_only=False)) == 2
-    assert load_runs("loader-dupes", store["uri"], jobs=["figures"])["run_id"].tolist() == [figures]
+    assert load_runs(name, store["uri"])["run_id"].tolist() == [ids[1]]
+    assert len(load_runs(name, store["uri"], latest_only=False)) == 2
+    assert load_runs(name, store["uri"], jobs=["figures"])["run_id"].tolist() == [figures]
 
 
 def test_metrics_are_tidy_and_steps_align(store: dict[str, Any], runs: pd.DataFrame) -> None:
@@ -126,30 +128,31 @@ def test_missing_metrics_are_reported_not_raised(store: dict[str, Any]) -> None:
 
 def test_cache_serves_ended_runs_and_sees_a_run_that_changed(store: dict[str, Any]) -> None:
     client = client_for(store["uri"])
-    exp = client.create_experiment("loader-cache")
+    name = f"loader-cache-{uuid.uuid4().hex[:6]}"
+    exp = client.create_experiment(name)
     run_id = client.create_run(exp, tags={"config_hash": "c1", "backend": "local"}).info.run_id
     logger = MlflowRunLogger(client, run_id)
     logger.log_metrics({"eval/pass_at_2": 0.5}, 0)
     logger.log_metrics({"eval/pass_at_2": 0.6}, 1)
     logger.finish("KILLED")
     ml.clear_cache()
-    first = load_metrics("loader-cache", ["eval/pass_at_2"], tracking_uri=store["uri"],
-                         runs=load_runs("loader-cache", store["uri"], statuses=None))  # fmt: skip
+    first = load_metrics(name, ["eval/pass_at_2"], tracking_uri=store["uri"],
+                         runs=load_runs(name, store["uri"], statuses=None))  # fmt: skip
     hits = ml._cached_history.cache_info().hits
-    again = load_metrics("loader-cache", ["eval/pass_at_2"], tracking_uri=store["uri"],
-                         runs=load_runs("loader-cache", store["uri"], statuses=None))  # fmt: skip
+    again = load_metrics(name, ["eval/pass_at_2"], tracking_uri=store["uri"],
+                         runs=load_runs(name, store["uri"], statuses=None))  # fmt: skip
     assert ml._cached_history.cache_info().hits == hits + 1
     pd.testing.assert_frame_equal(first, again)
     # The job is resumed (RUNNING again), logs a step and a duplicate of step 1, and finishes: a new version.
     client.update_run(run_id, status="RUNNING")
     client.log_metric(run_id, "eval/pass_at_2", 0.65, step=1)
-    running = load_runs("loader-cache", store["uri"], statuses=None)
-    load_metrics("loader-cache", ["eval/pass_at_2"], runs=running, tracking_uri=store["uri"])
+    running = load_runs(name, store["uri"], statuses=None)
+    load_metrics(name, ["eval/pass_at_2"], runs=running, tracking_uri=store["uri"])
     assert ml._cached_history.cache_info().hits == hits + 1  # a RUNNING run is never served from the cache
     client.log_metric(run_id, "eval/pass_at_2", 0.7, step=2)
     client.set_terminated(run_id, "FINISHED")
-    after = load_metrics("loader-cache", ["eval/pass_at_2"], tracking_uri=store["uri"],
-                         runs=load_runs("loader-cache", store["uri"]))  # fmt: skip
+    after = load_metrics(name, ["eval/pass_at_2"], tracking_uri=store["uri"],
+                         runs=load_runs(name, store["uri"]))  # fmt: skip
     assert after["step"].tolist() == [0, 1, 1, 2]  # every logged value
     aligned = align_steps(after)
     assert aligned["step"].tolist() == [0, 1, 2] and aligned["value"].tolist() == [0.5, 0.65, 0.7]  # last one wins
