@@ -222,6 +222,7 @@ def _curve_grid(
                 _draw_series(ax, part, hue, colors, style, styles)
                 ax.set_ylabel(label)
                 ax.set_xlabel("training step")
+                ax.xaxis.label.set_visible(ax.get_subplotspec().is_last_row())  # the text stays (say, for tests)
                 ax.set_title(f"{label} · {f}" if f != "" else label)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if name in ("pass", "worst", "mean", "boot_pass", "boot_worst", "greedy"):
@@ -440,6 +441,7 @@ def rollout_scaling(long: pd.DataFrame, metric: str = "pass", *, width: str = "d
                 ax = axes[i][j]
                 _draw_series(ax, rows[(rows["panel"] == p) & (rows["condition"] == c)], "rollouts", colors, None, {})
                 ax.set(xlabel="training step", ylabel=label, title=f"{c} · {p}", ylim=(-0.03, 1.03))
+                ax.xaxis.label.set_visible(ax.get_subplotspec().is_last_row())
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend(fig, colors, {}, title="rollouts per prompt")
         fig.suptitle("Rollout scaling" + (f" ({note})" if note else ""), fontsize=9)
