@@ -138,7 +138,10 @@ def sequential_colors(values: Sequence[Any]) -> dict[Any, tuple[float, float, fl
 
 def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], title: str | None = None) -> Any:
     """One legend for the figure, below the axes (never over the data)."""
-    ncol = max(1, min(len(labels), 4 if fig.get_figwidth() < 5 else 6))
+    # As many columns as fit the figure's width (about 10 legend characters per inch, a handle is ~4): long labels
+    # wrap into more rows instead of running off the figure.
+    longest = max((len(str(label)) for label in labels), default=1) + 4
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() * 10 // longest)))
     return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, title=title)
 
 

@@ -1,5 +1,6 @@
-"""The notebooks in notebooks/ execute top to bottom (a real Jupyter kernel through nbclient) on the MLflow store of a
-real smoke sweep with training and study jobs, and show what they promise."""
+"""The notebooks in notebooks/ execute top to bottom (a real Jupyter kernel through nbclient) on the session's MLflow
+store of a real smoke sweep with training and study jobs (tests/fixtures/analysis_store.py), and show what they
+promise."""
 
 from __future__ import annotations
 
@@ -8,26 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
-
-from tests.sweep.helpers import output, run_sweep
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-@pytest.fixture(scope="module")
-def smoke_store(tmp_path_factory: pytest.TempPathFactory, tiny_policy_dir: str) -> dict[str, str]:
-    """One ``sweep.py -m`` process: EAD and fixed 1.0 smoke training jobs, plus entropy and branching study jobs on
-    the same policy (``study=none`` is training)."""
-    root = tmp_path_factory.mktemp("notebook-store")
-    args = ["-m", "experiment=smoke", f"init_from={tiny_policy_dir}", "study=none,entropy,branching", "seed=0,1"]
-    result = run_sweep(args, cwd=root)
-    assert result.returncode == 0, output(result)
-    return {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "smoke"}
-
-
-def execute(name: str, store: dict[str, str]) -> list[Any]:
+def execute(name: str, store: dict[str, Any]) -> list[Any]:
     """Run notebooks/<name>.ipynb against the store; return its code cells' outputs (one list per cell)."""
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     env = {"EAD_TRACKING_URI": store["uri"], "EAD_EXPERIMENT": store["experiment"]}
@@ -67,21 +54,21 @@ def test_notebooks_are_thin_and_stored_without_outputs() -> None:
     }
 
 
-def test_entropy_by_position_notebook(smoke_store: dict[str, str]) -> None:
-    cells = execute("entropy_by_position", smoke_store)
+def test_entropy_by_position_notebook(analysis_store: dict[str, Any]) -> None:
+    cells = execute("entropy_by_position", analysis_store)
     assert "entropy" in text(cells[0]) and "train" in text(cells[0])  # runs by job and condition
     assert "entropy_mean" in text(cells[1]) and "fixed_start_mean" in text(cells[1])
     assert figures(cells[2]) == 1
 
 
-def test_position_branching_notebook(smoke_store: dict[str, str]) -> None:
-    cells = execute("position_branching", smoke_store)
+def test_position_branching_notebook(analysis_store: dict[str, Any]) -> None:
+    cells = execute("position_branching", analysis_store)
     assert "maj" in text(cells[1]) and "pass" in text(cells[1])
     assert figures(cells[2]) == 1 and "diversity" in text(cells[3])
 
 
-def test_training_curves_notebook(smoke_store: dict[str, str]) -> None:
-    cells = execute("training_curves", smoke_store)
+def test_training_curves_notebook(analysis_store: dict[str, Any]) -> None:
+    cells = execute("training_curves", analysis_store)
     assert [figures(c) for c in cells[1:4]] == [1, 1, 1]
     table = text(cells[4])
     assert "| EAD |" in table and "| fixed 1.0 |" in table and "Pass@2" in table and "Pass@2 (bootstrap)" in table
