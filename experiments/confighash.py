@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -25,3 +26,19 @@ def config_hash(obj: Any, length: int = 12) -> str:
     """sha256 of the canonical JSON of ``obj``, first ``length`` hex digits."""
     text = json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def flat_params(obj: Any, leaf: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """A config (dataclass or nested dict) in canonical form, flattened to dotted keys: the MLflow params of every job
+    (``sampling.kind``, ``algorithm.name``, ...). ``leaf`` converts each value (e.g. lists to JSON text)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = leaf(node) if leaf else node
+
+    walk("", canonical(obj))
+    return out

@@ -57,6 +57,7 @@ from ead_core.metrics import majority_at_k_bootstrap, majority_at_n, pass_at_k, 
 from ead_core.schedule import EADSchedule, FixedSchedule, Schedule
 from experiments.cli import add_dataclass_options, collect
 from experiments.confighash import canonical, config_hash
+from experiments.confighash import flat_params as flatten
 from experiments.logger import JsonlLogger, MultiLogger, RunLogger
 from experiments.policy import SIZES
 from experiments.rlvr.config import SamplingConfig
@@ -561,17 +562,7 @@ def condition_stats(cond: Condition, s: Samples, correct: np.ndarray, votes: lis
 
 def flat_params(cfg: InferenceScalingConfig) -> dict[str, Any]:
     """The config flattened to dotted keys (lists and dicts of conditions as JSON text), for params."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict) and obj:
-            for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = json.dumps(obj) if isinstance(obj, list) else obj
-
-    walk("", canonical(cfg.to_dict()))
-    return out
+    return flatten(cfg.to_dict(), leaf=lambda v: json.dumps(v) if isinstance(v, list) else v)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -134,17 +134,14 @@ class PreparedJob:
     experiment_name: str
     run_name: str
 
-    @property
-    def rlvr(self) -> Any:
-        """The training config (RLVRConfig or VerlRunConfig); kept as the name the tests and callers use."""
-        return self.config
+
+def plain(value: Any) -> Any:
+    """A composed config value as plain Python data (nodes resolved to dicts and lists)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def _local_prepare(cfg: DictConfig) -> RLVRConfig:
-    data = {}
-    for k in RLVR_KEYS:
-        v = cfg[k]
-        data[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    data = {k: plain(cfg[k]) for k in RLVR_KEYS}
     try:
         return from_dict(data).validate()
     except ValueError as e:
@@ -163,12 +160,15 @@ def _verl_prepare(cfg: DictConfig) -> Any:
 BACKENDS: dict[str, Callable[[DictConfig], Any]] = {"local": _local_prepare, "verl": _verl_prepare}
 
 
+def sampling_label(s: Any) -> str:
+    """'ead' or 'fixed<tau>': the sampler's part of a run name."""
+    return "ead" if s.kind == "ead" else f"fixed{s.tau}"
+
+
 def run_name(rlvr: Any, config_hash: str) -> str:
     """Short human-readable run name; the identity is the config_hash tag."""
-    s = rlvr.sampling
-    label = "ead" if s.kind == "ead" else f"fixed{s.tau}"
     size = getattr(rlvr, "size", None) or rlvr.preset
-    return f"{rlvr.algorithm.name}-{label}-{size}-s{rlvr.seed}-{config_hash[:6]}"
+    return f"{rlvr.algorithm.name}-{sampling_label(rlvr.sampling)}-{size}-s{rlvr.seed}-{config_hash[:6]}"
 
 
 def prepare(cfg: DictConfig) -> PreparedJob:
@@ -291,10 +291,9 @@ def _params(job: PreparedJob) -> dict[str, Any]:
 
         return {**flat_params(job.config), "study": job.kind}
     if job.backend == "verl":
-        from experiments.confighash import canonical
         from experiments.verl_backend.config import flat_params
 
-        return {k: canonical(v) for k, v in flat_params(job.config).items()}  # 25.0 -> 25, like the local trainer
+        return flat_params(job.config)
     return {}
 
 

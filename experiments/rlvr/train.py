@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ead_core.schedule import Schedule
 from ead_core.tis import truncated_is_weights
-from experiments.confighash import canonical
+from experiments.confighash import flat_params as flatten
 from experiments.evaluation import evaluate
 from experiments.logger import JsonlLogger, MultiLogger, RunLogger
 from experiments.policy import load_policy
@@ -266,17 +266,7 @@ class Trainer:
 
 def flat_params(cfg: RLVRConfig) -> dict[str, Any]:
     """The resolved config flattened to dotted keys (MLflow params)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict) and obj:
-            for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = obj
-
-    walk("", canonical(cfg.to_dict()))
-    return out
+    return flatten(cfg.to_dict())
 
 
 def run(

@@ -15,12 +15,14 @@ import typing
 from dataclasses import asdict
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.confighash import canonical, config_hash
+from experiments.confighash import config_hash
+from experiments.confighash import flat_params as flatten
 from experiments.rlvr.config import SamplingConfig
 from experiments.studies import STUDIES
 from experiments.studies.common import PolicySource
+from experiments.sweep_job import plain, sampling_label
 
 # Fields of a study that the sweep's top-level keys provide (not repeated under study.*).
 _FROM_TOP = {f.name for f in dataclasses.fields(PolicySource)} | {"sampling", "max_new_tokens"}
@@ -45,10 +47,6 @@ def _schema(name: str, cls: type) -> type:
 SCHEMAS = {name: _schema(name, cls) for name, cls in STUDIES.items()}
 
 
-def _plain(v: Any) -> Any:
-    return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-
-
 def study_config(cfg: DictConfig) -> tuple[str, Any]:
     """(study name, validated study config) of a composed sweep job with ``study`` set."""
     name = str(cfg.study.name)
@@ -57,17 +55,17 @@ def study_config(cfg: DictConfig) -> tuple[str, Any]:
     if cfg.backend.name != "local":
         raise ValueError(f"study={name} runs on backend=local only, got backend={cfg.backend.name}")
     cls = STUDIES[name]
-    own = {k: _plain(v) for k, v in cfg.study.items() if k != "name"}
+    own = {k: plain(v) for k, v in cfg.study.items() if k != "name"}
     if name in _NEEDS_POLICY:
         own.update(
             policy=cfg.init_from,
             task=str(cfg.task),
-            task_knobs=dict(_plain(cfg.task_knobs)),
+            task_knobs=dict(plain(cfg.task_knobs)),
             size=str(cfg.size),
             sft_steps=int(cfg.sft_steps),
             seed=int(cfg.seed),
             max_new_tokens=int(cfg.max_new_tokens),
-            sampling=SamplingConfig(**_plain(cfg.sampling)),
+            sampling=SamplingConfig(**plain(cfg.sampling)),
         )
     try:
         return name, cls(**own).validate()
@@ -82,21 +80,9 @@ def study_hash(name: str, study: Any) -> str:
 def study_run_name(name: str, study: Any, h: str) -> str:
     if name not in _NEEDS_POLICY:
         return f"{name}-{h[:6]}"
-    s = study.sampling
-    label = "ead" if s.kind == "ead" else f"fixed{s.tau}"
-    return f"{name}-{label}-{study.size}-s{study.seed}-{h[:6]}"
+    return f"{name}-{sampling_label(study.sampling)}-{study.size}-s{study.seed}-{h[:6]}"
 
 
 def flat_params(study: Any) -> dict[str, Any]:
-    """The study config as dotted MLflow params (same names as a training run's: sampling.kind, size, seed, ...)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict) and obj:
-            for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = obj
-
-    walk("", canonical(asdict(study)))  # 8.0 -> 8, as the trainer logs its params: conditions compare equal
-    return out
+    """The study config as dotted MLflow params (same names and forms as a training run's: sampling.kind, size, ...)."""
+    return flatten(asdict(study))

@@ -12,7 +12,6 @@ Validation errors are ``ValueError`` naming the dotted parameter and its allowed
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 
 from ead_core.schedule import EADSchedule, Schedule
 from experiments.confighash import config_hash
+from experiments.confighash import flat_params as flatten
 from experiments.rlvr.config import ALGORITHMS, SamplingConfig, TISConfig
 
 REWARDS = ("math_verify", "boxed")
@@ -446,15 +446,5 @@ def apply_overrides(cfg: VerlRunConfig, overrides: dict[str, Any]) -> VerlRunCon
 
 
 def flat_params(cfg: VerlRunConfig) -> dict[str, Any]:
-    """The config flattened to dotted keys (for MLflow params, prefixed by the caller if it wishes)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, obj: Any) -> None:
-        if isinstance(obj, dict) and obj:
-            for k, v in obj.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            out[prefix[:-1]] = obj
-
-    walk("", dataclasses.asdict(cfg))
-    return out
+    """The config flattened to dotted keys, canonical like the local trainer's params (25.0 -> 25)."""
+    return flatten(cfg.to_dict())

@@ -31,9 +31,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.rlvr.config import AlgorithmConfig, RLVRConfig
+from experiments.sweep_job import plain
 from experiments.verl_backend.config import (
     PRESETS,
     DataConfig,
@@ -97,10 +98,6 @@ class VerlBackendConfig:
     extra_overrides: list[str] = field(default_factory=list)  # verbatim verl overrides, applied last
 
 
-def _plain(v: Any) -> Any:
-    return OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-
-
 def verl_config(cfg: DictConfig) -> VerlRunConfig:
     """The validated verl run of a composed sweep job; ValueError names the sweep parameter at fault."""
     size = str(cfg.size)
@@ -110,7 +107,7 @@ def verl_config(cfg: DictConfig) -> VerlRunConfig:
             f"got size {size!r}"
         )
     defaults = RLVRConfig()
-    changed = [k for k in LOCAL_ONLY if _plain(cfg[k]) != getattr(defaults, k)]
+    changed = [k for k in LOCAL_ONLY if plain(cfg[k]) != getattr(defaults, k)]
     if changed:
         raise ValueError(
             f"{', '.join(changed)} only apply to backend=local; with backend=verl leave them at their defaults "
@@ -122,11 +119,11 @@ def verl_config(cfg: DictConfig) -> VerlRunConfig:
             f"mini_batches must divide prompts_per_step ({prompts}) with backend=verl (verl's ppo_mini_batch_size "
             f"= prompts_per_step / mini_batches), got {minis!r}"
         )
-    algo = _plain(cfg.algorithm)
-    over: dict[str, Any] = {k: _plain(cfg[k]) for k in SHARED}
+    algo = plain(cfg.algorithm)
+    over: dict[str, Any] = {k: plain(cfg[k]) for k in SHARED}
     over.update({f"algorithm.{k}": algo[k] for k in SHARED_ALGORITHM if algo.get(k) is not None})
-    over.update({f"sampling.{k}": v for k, v in _plain(cfg.sampling).items()})
-    over.update({f"tis.{k}": v for k, v in _plain(cfg.tis).items()})
+    over.update({f"sampling.{k}": v for k, v in plain(cfg.sampling).items()})
+    over.update({f"tis.{k}": v for k, v in plain(cfg.tis).items()})
     over.update(
         {
             "train_batch_size": prompts,
@@ -136,16 +133,16 @@ def verl_config(cfg: DictConfig) -> VerlRunConfig:
     )
     b = cfg.backend
     for section in ("data", "resources", "algorithm"):
-        over.update({f"{section}.{k}": v for k, v in _plain(b[section]).items() if v is not None})
+        over.update({f"{section}.{k}": v for k, v in plain(b[section]).items() if v is not None})
     for k in ("eval_n", "position_edges", "model"):
         if b[k] is not None:
-            over[k] = _plain(b[k])
+            over[k] = plain(b[k])
     over.update(
         {
             "eval_before_train": bool(b.eval_before_train),
             "dump_generations": bool(b.dump_generations),
             "python": str(b.python),
-            "extra_overrides": list(_plain(b.extra_overrides)),
+            "extra_overrides": list(plain(b.extra_overrides)),
         }
     )
     try:

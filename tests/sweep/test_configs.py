@@ -89,21 +89,21 @@ def test_every_job_of_every_preset_composes_and_validates(preset: str) -> None:
     assert len(set(hashes)) == len(hashes), "two jobs of a preset share a config (dedup would drop one)"
     assert {j.job.experiment_name for j in jobs} == {preset}
     for j in jobs:
-        assert j.job.rlvr.hash == j.job.config_hash
+        assert j.job.config.hash == j.job.config_hash
         assert OmegaConf.get_type(j.cfg) is not dict  # typed by the registered schema
 
 
 def test_smoke_preset_matches_the_test_policy() -> None:
     """Tests start smoke jobs from tests/conftest.py's tiny policy, warm-started on EASY_COUNTDOWN."""
     jobs = preset_plan("smoke")
-    assert {j.job.rlvr.sampling.kind for j in jobs} == {"ead", "fixed"}
+    assert {j.job.config.sampling.kind for j in jobs} == {"ead", "fixed"}
     for j in jobs:
-        assert j.job.rlvr.task_knobs == EASY_COUNTDOWN and j.job.rlvr.steps <= 4 and j.job.rlvr.eval_k <= 4
+        assert j.job.config.task_knobs == EASY_COUNTDOWN and j.job.config.steps <= 4 and j.job.config.eval_k <= 4
 
 
 def test_paper_grid_is_algorithms_by_samplers_by_seeds() -> None:
     jobs = preset_plan("paper_grid")
-    runs = [j.job.rlvr for j in jobs]
+    runs = [j.job.config for j in jobs]
     cells = {(r.algorithm.name, r.sampling.kind, r.sampling.tau, r.seed) for r in runs}
     algorithms = ("grpo", "dapo", "clip_cov", "kl_cov")
     assert {(a, s) for a, s, _, _ in cells} == {(a, s) for a in algorithms for s in ("ead", "fixed")}
@@ -112,7 +112,7 @@ def test_paper_grid_is_algorithms_by_samplers_by_seeds() -> None:
 
 
 def test_decay_ablation_sweeps_d0() -> None:
-    assert sorted({j.job.rlvr.sampling.d0 for j in preset_plan("decay_ablation")}) == [2, 4, 8, 16, 32]
+    assert sorted({j.job.config.sampling.d0 for j in preset_plan("decay_ablation")}) == [2, 4, 8, 16, 32]
 
 
 def test_same_config_twice_in_one_sweep_runs_once() -> None:

@@ -32,8 +32,8 @@ exit "${EAD_TEST_EXIT:-0}"
 """
 
 
-@pytest.fixture
-def setup(tmp_path, monkeypatch):
+def verl_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
+    """(train parquet, validation parquet, stand-in trainer executable) in ``tmp_path``; the stand-in writes there."""
     numina = tmp_path / "numina.json"
     numina.write_text(json.dumps([{"problem": "1+1?", "solution": "\\boxed{2}"}]))
     math500 = tmp_path / "math500.json"
@@ -44,6 +44,12 @@ def setup(tmp_path, monkeypatch):
     fake.write_text(STAND_IN)
     fake.chmod(0o755)
     monkeypatch.setenv("EAD_TEST_DIR", str(tmp_path))
+    return train, val, fake
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    train, val, fake = verl_inputs(tmp_path, monkeypatch)
     cfg = preset(
         "smoke",
         python=str(fake),

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from experiments.sweep_job import prepare, run_job
-from experiments.verl_backend import data as D
 from experiments.verl_backend.config import PRESETS, preset
 from tests.sweep.helpers import SWEEP, composed, plan, runs_of, sweep_env
-from tests.verl.test_launch import STAND_IN
+from tests.verl.test_launch import verl_inputs
 
 PAPER = ["qwen2.5-math-1.5b", "llama-3.2-1b-instruct", "qwen2.5-math-7b"]
 
@@ -128,16 +127,7 @@ def test_dry_run_prints_a_complete_verl_command_for_each_paper_preset(tmp_path: 
 @pytest.fixture
 def verl_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Small verl parquet files and a stand-in for verl's trainer (records argv and environment, exits as told)."""
-    numina = tmp_path / "numina.json"
-    numina.write_text(json.dumps([{"problem": "1+1?", "solution": "\\boxed{2}"}]))
-    math500 = tmp_path / "math500.json"
-    math500.write_text(json.dumps([{"problem": "2+2?", "answer": "4"}]))
-    train = D.prepare_numina(tmp_path / "train.parquet", source=str(numina))
-    val = D.prepare_math500(tmp_path / "val.parquet", source=str(math500), n=4)
-    fake = tmp_path / "fake-python"
-    fake.write_text(STAND_IN)
-    fake.chmod(0o755)
-    monkeypatch.setenv("EAD_TEST_DIR", str(tmp_path))
+    train, val, fake = verl_inputs(tmp_path, monkeypatch)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [
         "experiment=verl_smoke",
