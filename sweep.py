@@ -2,7 +2,7 @@
 experiment=paper_grid`` runs a preset's grid; add ``hydra/launcher=submitit_slurm`` (or a profile from slurm/profiles:
 ``local``, ``gpu_a100``, ``gpu_h100``) to submit it to Slurm. The config tree is in sweeps/ (README "Sweeps and
 configs"); every job is composed and validated before any is launched (hydra_plugins/ead_sweeper), and each job logs
-one MLflow run (experiments/sweep_job.py).
+one MLflow run (experiments/sweep/jobs.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 # hydra.searchpath in sweeps/config.yaml finds the Slurm launcher profiles through ${oc.env:EAD_ROOT}.
 os.environ["EAD_ROOT"] = str(ROOT)
 
-from experiments.sweep_job import describe, prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
+from experiments.sweep.jobs import describe, prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
 from hydra_plugins.ead_sweeper.ead_sweeper import SweepConfigError  # noqa: E402
 
 register_configs()

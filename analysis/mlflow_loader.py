@@ -53,7 +53,7 @@ EAD_KEYS = [
     "sampling.preset", "sampling.tau_max", "sampling.tau_min", "sampling.d0", "sampling.c", "sampling.d_growth",
     "sampling.d_cap", "sampling.d_scale",
 ]  # fmt: skip
-INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.inference_scaling.BACKEND (not imported: it is heavy)
+INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.studies.inference_scaling.BACKEND (heavy)
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 _SQL_CHUNK = 500  # run ids per SELECT (SQLite allows 32766 bound variables; stay far below)
 

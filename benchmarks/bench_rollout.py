@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from ead_core import EADSchedule, FixedSchedule
-from experiments.logger import JsonlLogger
-from experiments.policy import build_policy
-from experiments.rlvr import RLVRConfig, Trainer
-from experiments.rollout import encode_prompts, sample
-from experiments.tasks import make_task
+from experiments.local import RLVRConfig, Trainer
+from experiments.local.policy import build_policy
+from experiments.local.rollout import encode_prompts, sample
+from experiments.local.tasks import make_task
+from experiments.tracking.loggers import JsonlLogger
 
 
 def main() -> None:

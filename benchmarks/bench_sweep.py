@@ -1,11 +1,11 @@
 """Overhead of the sweep layer, measured side by side in one run and printed as ratios.
 
 1. Launch to first training step, per job: the same smoke job (2 steps of the tiny policy, warm start given) started
-   as ``python -m experiments.rlvr`` (no sweep layer, no tracking), as ``python sweep.py`` (Hydra, validation, MLflow
+   as ``python -m experiments.local`` (no sweep layer, no tracking), as ``python sweep.py`` (Hydra, validation, MLflow
    run in a SQLite store) and as a one-job ``python sweep.py -m hydra/launcher=submitit_local`` sweep (plus the
    sweeper's plan, a submitit process and the ``mlflow server`` the sweep starts). The clock runs from process start
    to the first metrics record in the run directory (evaluation at step 0 plus step 0: the same work everywhere).
-2. MLflow logging per step: the same in-process run (``experiments.rlvr.run``, 20 steps, evaluation at the ends) with
+2. MLflow logging per step: the same in-process run (``experiments.local.run``, 20 steps, evaluation at the ends) with
    no tracker, with ``MlflowRunLogger`` on a SQLite file and on an ``mlflow server``; total time ratios and the time
    of one ``log_metrics`` call against a mean step. Variants are interleaved over rounds (medians reported), since
    the shared development machine's load drifts.
@@ -38,7 +38,7 @@ SMOKE = dict(
 
 def policy_dir() -> str:
     """A warm-started tiny policy (cached in EAD_CACHE; the same recipe as the tests' tiny_policy_dir)."""
-    from experiments.warmstart import WarmStartConfig, warm_start
+    from experiments.local.warmstart import WarmStartConfig, warm_start
 
     cfg = WarmStartConfig(task_knobs=EASY, steps=120, batch_size=32, size="tiny", n_train=4000)
     return str(warm_start(cfg, progress=False))
@@ -76,7 +76,7 @@ def launch_overhead(policy: str, rounds: int, work: Path) -> dict[str, list[floa
     ensure_experiment(make_client(uri), "smoke", uri)
     for r in range(rounds):
         run_dir = work / f"direct{r}"
-        cmd = [py, "-m", "experiments.rlvr", "--config", str(cfg_file), "--run-dir", str(run_dir), "--quiet"]
+        cmd = [py, "-m", "experiments.local", "--config", str(cfg_file), "--run-dir", str(run_dir), "--quiet"]
         out["direct"].append(_first_record_s(cmd, work, run_dir)[0])
         root = work / f"runs{r}"
         args = [a if not a.startswith("runs_root=") else f"runs_root={root}" for a in sweep_args]
@@ -106,9 +106,9 @@ class TimedLogger:
 def logging_cost(policy: str, rounds: int, work: Path) -> dict[str, Any]:
     import torch
 
-    from experiments.infra import mlflow_server
-    from experiments.rlvr import from_dict, run
+    from experiments.local import from_dict, run
     from experiments.tracking import MlflowRunLogger, make_client
+    from experiments.tracking.server import mlflow_server
 
     torch.set_num_threads(1)
     cfg = from_dict({**SMOKE, "init_from": policy, "steps": 20, "eval_interval": 100})

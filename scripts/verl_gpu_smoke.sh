@@ -29,7 +29,7 @@ mkdir -p "$out"
 "$py" -c "import vllm, verl, transfer_queue; print('vllm', vllm.__version__, 'verl', verl.__version__)"
 
 echo "== data"
-"$py" -m experiments.verl_backend prepare-data --out "$out/data" --numina "$numina" --math500 "$math500" \
+"$py" -m experiments.verl prepare-data --out "$out/data" --numina "$numina" --math500 "$math500" \
   --train-limit 256 --eval-limit 8 --eval-n 4
 
 echo "== MLflow run (explicit tracking URI, never verl's /tmp default)"
@@ -51,10 +51,10 @@ sets=(
 )
 
 echo "== dry run"
-"$py" -m experiments.verl_backend --preset smoke "${sets[@]}" --dry-run --validate
+"$py" -m experiments.verl --preset smoke "${sets[@]}" --dry-run --validate
 
 echo "== two verl steps"
-"$py" -m experiments.verl_backend --preset smoke "${sets[@]}" run
+"$py" -m experiments.verl --preset smoke "${sets[@]}" run
 
 echo "== checks"
 "$py" - "$uri" "$run_id" "$out/ckpt" <<'EOF'
@@ -86,6 +86,6 @@ print("OK:", len(m), "metrics; checkpoints:", steps)
 EOF
 
 echo "== resume: the same config again finds global_step_2 and does not train"
-"$py" -m experiments.verl_backend --preset smoke "${sets[@]}" run 2>&1 | tee "$out/resume.log" | tail -5
+"$py" -m experiments.verl --preset smoke "${sets[@]}" run 2>&1 | tee "$out/resume.log" | tail -5
 grep -q "global_step_2" "$out/resume.log"
 echo "smoke test passed"

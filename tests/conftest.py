@@ -25,7 +25,7 @@ EASY_COUNTDOWN = {"max_number": 5, "max_target": 12}
 @pytest.fixture(scope="session")
 def tiny_policy_dir(ead_cache) -> str:
     """A briefly warm-started tiny policy on the easy countdown variant (real SFT, 120 steps of 32)."""
-    from experiments.warmstart import WarmStartConfig, warm_start  # imports torch: only when needed
+    from experiments.local.warmstart import WarmStartConfig, warm_start  # imports torch: only when needed
 
     cfg = WarmStartConfig(task_knobs=EASY_COUNTDOWN, steps=120, batch_size=32, size="tiny", n_train=4000)
     return str(warm_start(cfg, cache_dir=ead_cache, progress=False))

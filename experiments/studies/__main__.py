@@ -9,10 +9,10 @@ import logging
 import sys
 from pathlib import Path
 
-from experiments.cli import add_dataclass_options, collect
-from experiments.confighash import config_hash
-from experiments.logger import JsonlLogger
+from experiments.local.cli import add_dataclass_options, collect
 from experiments.studies import STUDIES, run_study
+from experiments.tracking.hashing import config_hash
+from experiments.tracking.loggers import JsonlLogger
 
 
 def main(argv: list[str] | None = None) -> int:

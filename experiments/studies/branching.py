@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ead_core.metrics import majority_at_k_bootstrap, pass_at_k
-from experiments.logger import RunLogger
-from experiments.rlvr.config import SamplingConfig
-from experiments.rollout import group_prompts, sample
+from experiments.local.config import SamplingConfig
+from experiments.local.rollout import group_prompts, sample
 from experiments.studies.common import PolicySource, _h
+from experiments.tracking.loggers import RunLogger
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.policy import SIZES, load_policy
-from experiments.rlvr.config import SamplingConfig
-from experiments.tasks import make_task
-from experiments.warmstart import WarmStartConfig, warm_start
+from experiments.local.config import SamplingConfig
+from experiments.local.policy import SIZES, load_policy
+from experiments.local.tasks import make_task
+from experiments.local.warmstart import WarmStartConfig, warm_start
 
 
 def _h(text: str) -> dict[str, str]:

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from ead_core.metrics import cumulative_entropy, entropy_by_position
-from experiments.evaluation import sample_groups
-from experiments.logger import RunLogger
-from experiments.rlvr.config import SamplingConfig
-from experiments.rollout import sequence_logprobs
+from experiments.local.config import SamplingConfig
+from experiments.local.evaluation import sample_groups
+from experiments.local.rollout import sequence_logprobs
 from experiments.studies.common import PolicySource, _h
+from experiments.tracking.loggers import RunLogger
 
 
 def _t1() -> SamplingConfig:

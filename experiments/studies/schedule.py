@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ead_core.schedule import EADSchedule
-from experiments.logger import RunLogger
 from experiments.studies.common import _h
+from experiments.tracking.loggers import RunLogger
 
 
 @dataclass

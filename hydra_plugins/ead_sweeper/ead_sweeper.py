@@ -2,7 +2,7 @@
 before launching anything.
 
 1. Compose every job (Hydra type-checks it against the structured schema) and validate it
-   (``experiments.sweep_job.prepare``: ``RLVRConfig.validate()``, config hash). Any bad job -> one error that lists
+   (``experiments.sweep.jobs.prepare``: ``RLVRConfig.validate()``, config hash). Any bad job -> one error that lists
    every bad job with the parameter at fault; nothing is submitted.
 2. Deduplicate: jobs with the same config hash as an earlier job of the sweep, and jobs whose config hash already
    has a FINISHED MLflow run in their experiment (one query per experiment) are skipped, unless ``force=true``.
@@ -68,7 +68,7 @@ class PlannedJob:
     index: int
     overrides: list[str]
     cfg: DictConfig | None = None
-    job: Any = None  # experiments.sweep_job.PreparedJob
+    job: Any = None  # experiments.sweep.jobs.PreparedJob
     error: str | None = None
     skip: str | None = None
     experiment_id: str | None = None
@@ -116,7 +116,7 @@ class EADSweeper(BasicSweeper):
     def plan(self, arguments: list[str], create_experiments: bool = True) -> list[PlannedJob]:
         """Compose and validate every job; raise SweepConfigError listing all bad jobs. Then mark duplicates and jobs
         that already FINISHED in MLflow (``skip``), creating each experiment once when ``create_experiments``."""
-        from experiments.sweep_job import prepare
+        from experiments.sweep.jobs import prepare
         from experiments.tracking import resolve_tracking_uri
 
         assert self.hydra_context is not None and self.config is not None
@@ -207,7 +207,7 @@ class EADSweeper(BasicSweeper):
         jobs = self.plan(arguments, create_experiments=not dry)
         self._report(jobs)
         if dry:
-            from experiments.sweep_job import describe
+            from experiments.sweep.jobs import describe
 
             for pj in jobs:
                 text = describe(pj.job, pj.cfg)  # verl jobs: the exact verl command of each
@@ -239,7 +239,7 @@ class EADSweeper(BasicSweeper):
     def pin(self, pj: PlannedJob, uri: str) -> None:
         """Pin launch-time values into the job's overrides (quoted: a hash like ``494452e81970`` would otherwise parse
         as a float), then compose and validate the pinned job once more: it must be the job that was planned."""
-        from experiments.sweep_job import prepare
+        from experiments.sweep.jobs import prepare
 
         assert self.hydra_context is not None and self.config is not None
         pj.extra = [
@@ -262,9 +262,9 @@ class EADSweeper(BasicSweeper):
         """Start one ``mlflow server`` per SQLite store that needs one; return {store URI: server URL}."""
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 
-        from experiments.infra import mlflow_server
-        from experiments.sweep_job import ServeMode
+        from experiments.sweep.jobs import ServeMode
         from experiments.tracking import is_sqlite_uri, sqlite_path
+        from experiments.tracking.server import mlflow_server
 
         in_process = isinstance(self.launcher, BasicLauncher)
         slurm = type(self.launcher).__name__ == "SlurmLauncher"
@@ -319,7 +319,7 @@ class EADSweeper(BasicSweeper):
 
     def _wait(self, jobs: list[Any], job_overrides: list[list[str]], slurm: bool) -> list[JobReturn]:
         """Poll result files (and squeue on Slurm) until every job has a result or is lost."""
-        from experiments.infra import TERMINAL_SLURM_STATES, slurm_job_state
+        from experiments.sweep.slurm import TERMINAL_SLURM_STATES, slurm_job_state
 
         results: list[JobReturn | None] = [None] * len(jobs)
         gone_since: dict[int, float] = {}

@@ -115,7 +115,7 @@ def sweeper(overrides: list[str]) -> Iterator[Any]:
     from hydra.core.plugins import Plugins
     from hydra.types import HydraContext, RunMode
 
-    from experiments.sweep_job import register_configs
+    from experiments.sweep.jobs import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
@@ -138,7 +138,7 @@ def composed(overrides: list[str]) -> Iterator[Any]:
     os.environ["EAD_ROOT"] = str(REPO_ROOT)
     from hydra import compose, initialize_config_dir
 
-    from experiments.sweep_job import register_configs
+    from experiments.sweep.jobs import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):

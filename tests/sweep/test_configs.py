@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.rlvr import RLVRConfig
+from experiments.local import RLVRConfig
 from tests.conftest import EASY_COUNTDOWN
 from tests.sweep.helpers import PRESETS, SWEEPS, composed, plan, sweeper
 

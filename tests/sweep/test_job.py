@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from experiments.sweep_job import run_job
+from experiments.sweep.jobs import run_job
 from experiments.tracking import MlflowRunLogger, make_client
 from tests.sweep.helpers import EVAL_KEYS, TAGS, TRAIN_KEYS, composed, runs_of, smoke, steps
 

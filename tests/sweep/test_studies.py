@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from experiments.sweep_job import prepare, run_job
+from experiments.sweep.jobs import prepare, run_job
 from tests.conftest import EASY_COUNTDOWN
 from tests.sweep.helpers import client, composed, plan, runs_of
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (SQLite store) on a free loopback port, for this module."""
-    from experiments.infra import mlflow_server
+    from experiments.tracking.server import mlflow_server
 
     root = tmp_path_factory.mktemp("mlflow-server")
     with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", log_path=root / "server.log") as (url, _):

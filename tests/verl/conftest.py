@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("verl", reason="verl is not installed in this environment")
 
-from experiments.verl_backend.config import PRESETS, preset  # noqa: E402
+from experiments.verl.config import PRESETS, preset  # noqa: E402
 
 MLFLOW_URI = "http://mlflow.invalid:5000"
 
@@ -23,7 +23,7 @@ def composed() -> dict[str, object]:
 
     The presets get a tracking URI and run id so the MLflow wiring is composed and validated too.
     """
-    from experiments.verl_backend.compose import compose_and_validate
+    from experiments.verl.compose import compose_and_validate
 
     out = {}
     with warnings.catch_warnings():

@@ -24,9 +24,9 @@ from verl.workers.rollout.replica import TokenOutput
 
 from ead_core.schedule import EADSchedule, FixedSchedule
 from ead_core.vllm_params import parse_extra_args
-from experiments.verl_backend.agent_loop import EADAgentLoop, mean_temperature
-from experiments.verl_backend.compose import compose_and_validate
-from experiments.verl_backend.config import preset
+from experiments.verl.agent_loop import EADAgentLoop, mean_temperature
+from experiments.verl.compose import compose_and_validate
+from experiments.verl.config import preset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

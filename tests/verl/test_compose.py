@@ -13,9 +13,9 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.verl_backend.compose import compose_and_validate
-from experiments.verl_backend.config import PRESETS, preset
-from experiments.verl_backend.overrides import AGENT_LOOP_NAME, PROCESSOR_FQCN
+from experiments.verl.compose import compose_and_validate
+from experiments.verl.config import PRESETS, preset
+from experiments.verl.overrides import AGENT_LOOP_NAME, PROCESSOR_FQCN
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -88,7 +88,7 @@ def test_agent_loop_registry_entry_loads_like_verl(composed):
     entries = OmegaConf.load(c.actor_rollout_ref.rollout.agent.agent_loop_config_path)
     by_name = {e.name: e for e in entries}
     entry = by_name[c.actor_rollout_ref.rollout.agent.default_agent_loop]
-    from experiments.verl_backend.agent_loop import EADAgentLoop
+    from experiments.verl.agent_loop import EADAgentLoop
 
     assert hydra.utils.get_class(entry._target_) is EADAgentLoop
 

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from ead_core.schedule import EADSchedule, FixedSchedule
-from experiments.rlvr.config import SamplingConfig, TISConfig
-from experiments.verl_backend.config import PRESETS, VerlRunConfig, apply_overrides, flat_params, from_dict, preset
+from experiments.local.config import SamplingConfig, TISConfig
+from experiments.verl.config import PRESETS, VerlRunConfig, apply_overrides, flat_params, from_dict, preset
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from experiments.verl_backend import data as D
+from experiments.verl import data as D
 
 NUMINA = [
     {"source": "cn_k12", "problem": "What is 1+1?", "solution": "We add. The answer is $\\boxed{2}$."},

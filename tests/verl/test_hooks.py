@@ -1,6 +1,6 @@
 """The hooks into verl that cannot run here, pinned against verl 0.9.1's source, and verl's MLflow logger.
 
-``experiments.verl_backend.trainer`` imports verl's V1 trainer, which needs ``transfer_queue`` (absent in
+``experiments.verl.trainer`` imports verl's V1 trainer, which needs ``transfer_queue`` (absent in
 this environment), so instead of importing it these tests read verl's installed source and check every
 name the hook relies on: the methods it overrides (and their signatures), the batch fields it reads,
 the trainer registry, the module-import variable, and the MLflow environment variables. verl's MLflow
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import verl
 
-from experiments.verl_backend import overrides as ov
+from experiments.verl import overrides as ov
 
 VERL = Path(verl.__file__).parent
 HOOK = Path(__file__).parents[2] / "experiments" / "verl_backend" / "trainer.py"
@@ -61,8 +61,8 @@ def test_fields_the_hook_reads_are_fields_verl_writes():
 def test_verl_imports_modules_named_in_verl_use_external_modules():
     src = (VERL / "__init__.py").read_text()
     assert 'os.getenv("VERL_USE_EXTERNAL_MODULES", "")' in src and "import_external_libs(modules)" in src
-    assert ov.ray_env_vars(_cfg())["VERL_USE_EXTERNAL_MODULES"] == "experiments.verl_backend.trainer"
-    assert importlib.util.find_spec("experiments.verl_backend.trainer") is not None
+    assert ov.ray_env_vars(_cfg())["VERL_USE_EXTERNAL_MODULES"] == "experiments.verl.trainer"
+    assert importlib.util.find_spec("experiments.verl.trainer") is not None
 
 
 def test_hook_where_transfer_queue_is_installed(composed):
@@ -71,7 +71,7 @@ def test_hook_where_transfer_queue_is_installed(composed):
     pytest.importorskip("transfer_queue", reason="verl's V1 trainer needs transfer_queue (GPU environment only)")
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 
-    from experiments.verl_backend.trainer import EADSyncTrainer
+    from experiments.verl.trainer import EADSyncTrainer
 
     assert get_trainer_cls(ov.TRAINER_MODE) is EADSyncTrainer
     cfg, c = composed["smoke"]
@@ -100,7 +100,7 @@ def test_verls_mlflow_logger_logs_into_our_run(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from verl.utils.tracking import Tracking
 
-    from experiments.verl_backend.launch import finish_mlflow_run
+    from experiments.verl.launch import finish_mlflow_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
@@ -125,6 +125,6 @@ def test_verls_mlflow_logger_logs_into_our_run(tmp_path, monkeypatch):
 
 
 def _cfg(uri: str | None = None, run_id: str | None = None):
-    from experiments.verl_backend.config import preset
+    from experiments.verl.config import preset
 
     return preset("smoke", **{"tracking.uri": uri, "tracking.run_id": run_id})

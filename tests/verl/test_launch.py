@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.verl_backend import data as D
-from experiments.verl_backend.__main__ import main
-from experiments.verl_backend.config import from_dict, preset
-from experiments.verl_backend.launch import SBATCH_SCRIPT, preflight, run, sbatch_command
-from experiments.verl_backend.overrides import build_command
+from experiments.verl import data as D
+from experiments.verl.__main__ import main
+from experiments.verl.config import from_dict, preset
+from experiments.verl.launch import SBATCH_SCRIPT, preflight, run, sbatch_command
+from experiments.verl.overrides import build_command
 
 STAND_IN = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$EAD_TEST_DIR/argv"
@@ -65,7 +65,7 @@ def test_run_starts_verls_entry_point_and_records_the_command(setup):
     assert (result.returncode, result.status, result.ckpt_dir) == (0, "FINISHED", cfg.ckpt_dir)
     assert (tmp / "argv").read_text().splitlines() == build_command(cfg)[1:]
     env = dict(line.split("=", 1) for line in (tmp / "env").read_text().splitlines())
-    assert env["VERL_USE_EXTERNAL_MODULES"] == "experiments.verl_backend.trainer" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["VERL_USE_EXTERNAL_MODULES"] == "experiments.verl.trainer" and env["PYTHONUNBUFFERED"] == "1"
     record = json.loads((Path(cfg.ckpt_dir) / "ead_run.json").read_text())
     assert record["config_hash"] == cfg.hash and record["command"] == build_command(cfg)
     assert from_dict(record["config"]) == cfg
@@ -129,7 +129,7 @@ def test_sbatch_command_one_task_per_node_explicit_counts(setup, monkeypatch):
         assert flag in cmd, flag
     assert not any(c.startswith("--account") for c in cmd)
     i = cmd.index(str(SBATCH_SCRIPT))
-    assert cmd[i + 1 :][:5] == [big.python, "-m", "experiments.verl_backend", "run", "--config"]
+    assert cmd[i + 1 :][:5] == [big.python, "-m", "experiments.verl", "run", "--config"]
     assert from_dict(json.loads(Path(cmd[-1]).read_text())) == big
     assert Path(cmd[-1]).parent == Path(big.ckpt_dir)  # next to the checkpoints: keyed by the config hash
 
@@ -143,7 +143,7 @@ def test_sbatch_script_starts_a_ray_head_then_workers_then_the_command(tmp_path)
         "SLURM_GPUS_PER_TASK": "h100:8",
     }
     out = subprocess.run(
-        ["bash", str(SBATCH_SCRIPT), "python", "-m", "experiments.verl_backend", "run", "--config", "/c.json"],
+        ["bash", str(SBATCH_SCRIPT), "python", "-m", "experiments.verl", "run", "--config", "/c.json"],
         env=env,
         capture_output=True,
         text=True,
@@ -156,7 +156,7 @@ def test_sbatch_script_starts_a_ray_head_then_workers_then_the_command(tmp_path)
         "+ srun --nodes=1 --ntasks=1 -w gpu02 ray start --address=gpu01:6379 --num-cpus=64 --num-gpus=8 --block"
     )
     assert steps[2].startswith("+ srun --nodes=1 --ntasks=1 -w gpu03 ray start --address=gpu01:6379")
-    assert steps[3] == "+ env RAY_ADDRESS=gpu01:6379 python -m experiments.verl_backend run --config /c.json"
+    assert steps[3] == "+ env RAY_ADDRESS=gpu01:6379 python -m experiments.verl run --config /c.json"
     bad = subprocess.run(["bash", str(SBATCH_SCRIPT)], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 

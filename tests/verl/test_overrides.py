@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import ead_core
-from experiments.verl_backend import overrides as ov
-from experiments.verl_backend.__main__ import main
-from experiments.verl_backend.config import apply_overrides, preset
+from experiments.verl import overrides as ov
+from experiments.verl.__main__ import main
+from experiments.verl.config import apply_overrides, preset
 
 
 def as_dict(overrides: list[str]) -> dict[str, str]:
@@ -169,7 +169,7 @@ def test_batch_lengths_steps_seed_and_resume_dir():
     assert d["trainer.save_freq"] == "10" and d["trainer.val_before_train"] == "true"
     assert d["data.seed"] == "7" and d[R + "seed"] == "7" and d[A + "data_loader_seed"] == "7"
     assert d["trainer.resume_mode"] == "auto" and d["trainer.default_local_dir"] == f"/ckpt/{cfg.hash}"
-    assert d["reward.custom_reward_function.path"] == "pkg://experiments.verl_backend.rewards"
+    assert d["reward.custom_reward_function.path"] == "pkg://experiments.verl.rewards"
     assert d["+reward.custom_reward_function.reward_kwargs.method"] == "math_verify"
     assert all(Path(p).is_absolute() for p in d["data.train_files"].strip("[]").split(","))
 

@@ -11,8 +11,8 @@ from verl.trainer.ppo.metric_utils import process_validation_metrics
 
 from ead_core.schedule import EADSchedule, FixedSchedule
 from ead_core.tis import truncated_is_weights
-from experiments.verl_backend import metrics as M
-from experiments.verl_backend.rewards import compute_score, extract_boxed
+from experiments.verl import metrics as M
+from experiments.verl.rewards import compute_score, extract_boxed
 
 
 def test_boxed_and_math_verify_rewards_differ_where_they_should():

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from experiments.sweep_job import prepare, run_job
-from experiments.verl_backend.config import PRESETS, preset
+from experiments.sweep.jobs import prepare, run_job
+from experiments.verl.config import PRESETS, preset
 from tests.sweep.helpers import SWEEP, composed, plan, runs_of, sweep_env
 from tests.verl.test_launch import verl_inputs
 

@@ -20,8 +20,8 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 from verl.utils.config import omega_conf_to_dataclass
 
 from ead_core.tis import truncated_is_weights
-from experiments.verl_backend.compose import compose_and_validate
-from experiments.verl_backend.config import preset
+from experiments.verl.compose import compose_and_validate
+from experiments.verl.config import preset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

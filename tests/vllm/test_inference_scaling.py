@@ -1,4 +1,4 @@
-"""The inference-time scaling study (experiments/inference_scaling.py) end to end on the real vLLM CPU engine.
+"""The inference-time scaling study (experiments/studies/inference_scaling.py) end to end on the real vLLM CPU engine.
 
 One run of the real command line in a subprocess (one engine, three conditions, N up to 16) on a small
 character-level policy that has partly memorised this test's eval prompts (60 SFT steps, about a second):
@@ -43,8 +43,8 @@ def build_memorised_policy(out_dir: Path, prompts: int, steps: int = 60, seed: i
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from experiments.policy import build_tokenizer, save_policy
-    from experiments.tasks import make_task
+    from experiments.local.policy import build_tokenizer, save_policy
+    from experiments.local.tasks import make_task
 
     tok = build_tokenizer()
     cfg = LlamaConfig(
@@ -96,15 +96,15 @@ def _tail(path: Path, n: int = 6000) -> str:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run ``python -m experiments.inference_scaling`` once; return its run dir's params, metrics and tables."""
+    """Run ``python -m experiments.studies.inference_scaling`` once; return its run dir's params, metrics and tables."""
     work = tmp_path_factory.mktemp("inference_scaling")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     # The import check runs beside the study: importing the module must not pull in vLLM, verl, Hydra or MLflow.
-    probe = "import sys, experiments.inference_scaling; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    probe = "import sys, experiments.studies.inference_scaling; print(sorted({m.split('.')[0] for m in sys.modules}))"
     imports = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     policy = build_memorised_policy(work / "policy", PROMPTS)
     run_dir, log = work / "run", work / "study.log"
-    cmd = [sys.executable, "-m", "experiments.inference_scaling", "--run-dir", str(run_dir), "--quiet"]
+    cmd = [sys.executable, "-m", "experiments.studies.inference_scaling", "--run-dir", str(run_dir), "--quiet"]
     cmd += ["--policy-dir", str(policy), "--eval-prompts", str(PROMPTS), "--n-grid", json.dumps(N_GRID)]
     cmd += ["--conditions", json.dumps(CONDITIONS), "--max-tokens", "16", "--n-bootstrap", "400"]
     # A step budget below the first step's prefill (192 prompts of ~10 tokens) makes the scheduler spread the
@@ -223,7 +223,7 @@ def test_module_import_is_light(study: dict[str, Any]) -> None:
 
 @pytest.mark.vllm
 def test_rerun_of_a_finished_run_returns_at_once(study: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    from experiments.inference_scaling import main
+    from experiments.studies.inference_scaling import main
 
     assert main(["--run-dir", str(study["run_dir"]), "--policy-dir", study["policy"]]) == 0
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_rerun_of_a_finished_run_returns_at_once(study: dict[str, Any], capsys: 
 
 
 def _cfg(**kw: Any) -> Any:
-    from experiments.inference_scaling import EngineConfig, InferenceScalingConfig
+    from experiments.studies.inference_scaling import EngineConfig, InferenceScalingConfig
 
     engine = kw.pop("engine", {})
     return InferenceScalingConfig(**kw, engine=EngineConfig(**engine))
@@ -279,7 +279,7 @@ def test_bad_config_names_the_parameter(kw: dict[str, Any], name: str) -> None:
 
 
 def test_command_line_refuses_bad_input_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
-    from experiments.inference_scaling import main
+    from experiments.studies.inference_scaling import main
 
     assert main(["--n-grid", "[8, 4]"]) == 2
     assert "n_grid" in capsys.readouterr().err
@@ -287,8 +287,8 @@ def test_command_line_refuses_bad_input_before_any_work(capsys: pytest.CaptureFi
 
 def test_condition_specs() -> None:
     from ead_core.schedule import EADSchedule, FixedSchedule
-    from experiments.inference_scaling import parse_condition
-    from experiments.rlvr.config import SamplingConfig
+    from experiments.local.config import SamplingConfig
+    from experiments.studies.inference_scaling import parse_condition
 
     c = parse_condition("ead:paper@200")
     assert (c.label, c.schedule, c.step) == ("ead_paper_s200", EADSchedule.preset("paper"), 200.0)
@@ -322,7 +322,7 @@ def test_warm_start_settings_follow_the_config() -> None:
 
 def test_scaling_metrics_arithmetic() -> None:
     from ead_core.metrics import majority_at_n
-    from experiments.inference_scaling import scaling_metrics
+    from experiments.studies.inference_scaling import scaling_metrics
 
     # Prompt 0: 1 of 4 correct (the brief's test vectors: pass@1 .25, pass@2 .5, pass@4 1, worst@2 0);
     # prompt 1: 3 of 4 correct (worst@2 .5), and the wrong answer "b" never wins a vote of 4.
@@ -340,8 +340,8 @@ def test_finished_run_dir_is_published_to_mlflow_once(tmp_path: Path, capsys: py
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
 
-    from experiments.inference_scaling import BACKEND, InferenceScalingConfig, main
-    from experiments.logger import JsonlLogger
+    from experiments.studies.inference_scaling import BACKEND, InferenceScalingConfig, main
+    from experiments.tracking.loggers import JsonlLogger
 
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
     jl = JsonlLogger(run_dir)

@@ -1,0 +1,230 @@
+"""Configuration of an RLVR run on the local backend (one dataclass tree; the Hydra configs mirror it).
+
+Every value is checked by ``RLVRConfig.validate()`` before any work starts, with errors that name
+the parameter (dotted path) and its allowed range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ead_core.schedule import PRESET_SCALES, EADSchedule, FixedSchedule, Schedule
+from experiments.local.policy import SIZES
+from experiments.local.tasks import TASKS, make_task
+from experiments.local.warmstart import WarmStartConfig
+from experiments.tracking.hashing import config_hash
+
+ALGORITHMS = ("grpo", "dapo", "clip_cov", "kl_cov")
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class SamplingConfig:
+    """Behaviour policy: EAD (annealed) or a fixed temperature, through the same sampler."""
+
+    kind: str = field(default="ead", metadata=_h("'ead' or 'fixed'"))
+    preset: str = field(default="paper", metadata=_h("EAD decay scale preset: 'paper' (x1) or 'reference' (x20)"))
+    tau_max: float = field(default=1.2, metadata=_h("EAD starting temperature"))
+    tau_min: float = field(default=0.1, metadata=_h("EAD floor temperature"))
+    d0: float = field(default=8.0, metadata=_h("EAD decay length at step 0 (scaled to ~10-token responses)"))
+    c: int = field(default=1, metadata=_h("EAD: positions t < c sample at tau = 1"))
+    d_growth: float = field(default=0.2, metadata=_h("EAD: decay length growth per training step"))
+    d_cap: float = field(default=40000.0, metadata=_h("EAD: cap on d0 + d_growth * step"))
+    d_scale: float | None = field(default=None, metadata=_h("EAD decay scale; None takes the preset's"))
+    tau: float = field(default=1.0, metadata=_h("fixed temperature (kind='fixed')"))
+
+    def schedule(self) -> Schedule:
+        """The ONE schedule object used by the sampler and the trainer."""
+        if self.kind == "fixed":
+            return FixedSchedule(self.tau)
+        if self.kind != "ead":
+            raise ValueError(f"sampling.kind must be 'ead' or 'fixed', got {self.kind!r}")
+        if self.preset not in PRESET_SCALES:
+            raise ValueError(f"sampling.preset must be one of {sorted(PRESET_SCALES)}, got {self.preset!r}")
+        scale = PRESET_SCALES[self.preset] if self.d_scale is None else self.d_scale
+        try:
+            return EADSchedule(self.tau_max, self.tau_min, self.d0, self.c, self.d_growth, self.d_cap, scale)
+        except ValueError as e:
+            raise ValueError(f"sampling.{e}") from None
+
+
+@dataclass
+class TISConfig:
+    """Truncated importance sampling between the behaviour policy and pi_old (temperature 1)."""
+
+    enabled: bool = field(default=True, metadata=_h("multiply the policy-gradient loss by the TIS weights"))
+    cap: float = field(default=2.0, metadata=_h("truncation threshold (> 0)"))
+    level: str = field(default="token", metadata=_h("'token' or 'sequence'"))
+
+
+@dataclass
+class AlgorithmConfig:
+    """The RL algorithm; advantages and policy losses come from verl's registries."""
+
+    name: str = field(default="grpo", metadata=_h("grpo | dapo | clip_cov | kl_cov"))
+    clip_ratio_low: float | None = field(default=None, metadata=_h("PPO lower clip (None: algorithm default)"))
+    clip_ratio_high: float | None = field(default=None, metadata=_h("PPO upper clip (None: 0.28 dapo, else 0.2)"))
+    clip_ratio_c: float = field(default=3.0, metadata=_h("dual-clip bound (> 1)"))
+    loss_agg_mode: str | None = field(default=None, metadata=_h("verl loss aggregation (None: token-mean)"))
+    filter_groups: bool | None = field(default=None, metadata=_h("drop all-correct/all-wrong groups (dapo default)"))
+    norm_adv_by_std: bool = field(default=True, metadata=_h("GRPO: divide advantages by the group std"))
+    clip_cov_ratio: float = field(default=0.0002, metadata=_h("Clip-Cov: fraction of tokens clipped"))
+    clip_cov_lb: float = field(default=1.0, metadata=_h("Clip-Cov lower covariance bound"))
+    clip_cov_ub: float = field(default=5.0, metadata=_h("Clip-Cov upper covariance bound"))
+    kl_cov_ratio: float = field(default=0.0002, metadata=_h("KL-Cov: fraction of tokens penalised"))
+    ppo_kl_coef: float = field(default=1.0, metadata=_h("KL-Cov penalty coefficient"))
+
+    def resolved(self) -> AlgorithmConfig:
+        """Fill None fields with the algorithm's defaults (DAPO: clip-higher 0.2/0.28, token-mean, filter)."""
+        dapo = self.name == "dapo"
+        return AlgorithmConfig(
+            **{
+                **asdict(self),
+                "clip_ratio_low": 0.2 if self.clip_ratio_low is None else self.clip_ratio_low,
+                "clip_ratio_high": (0.28 if dapo else 0.2) if self.clip_ratio_high is None else self.clip_ratio_high,
+                "loss_agg_mode": "token-mean" if self.loss_agg_mode is None else self.loss_agg_mode,
+                "filter_groups": dapo if self.filter_groups is None else self.filter_groups,
+            }
+        )
+
+    @property
+    def loss_mode(self) -> str:
+        return {"grpo": "vanilla", "dapo": "vanilla", "clip_cov": "clip_cov", "kl_cov": "kl_cov"}[self.name]
+
+
+@dataclass
+class RLVRConfig:
+    """A whole local RLVR run. ``python -m experiments.local --help`` lists every field."""
+
+    task: str = field(default="countdown", metadata=_h("countdown | arithmetic"))
+    task_knobs: dict = field(default_factory=dict, metadata=_h("task difficulty knobs, e.g. {n_numbers: 4}"))
+    size: str = field(default="tiny", metadata=_h("policy size: tiny | small | base"))
+    init_from: str | None = field(default=None, metadata=_h("policy directory to start from (skips warm start)"))
+    sft_steps: int = field(default=400, metadata=_h("warm-start SFT steps"))
+    sft_lr: float = field(default=3e-3, metadata=_h("warm-start learning rate"))
+    steps: int = field(default=100, metadata=_h("RL steps"))
+    prompts_per_step: int = field(default=16, metadata=_h("prompts per RL step"))
+    rollouts_per_prompt: int = field(default=8, metadata=_h("responses per prompt (group size, >= 2)"))
+    mini_batches: int = field(default=4, metadata=_h("optimizer steps per RL step (must divide the batch)"))
+    ppo_epochs: int = field(default=1, metadata=_h("passes over each RL batch"))
+    lr: float = field(default=2e-5, metadata=_h("AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_h("AdamW weight decay"))
+    grad_clip: float = field(default=1.0, metadata=_h("gradient-norm clip (> 0)"))
+    max_new_tokens: int = field(default=16, metadata=_h("maximum response length (> sampling.c)"))
+    train_pool: int = field(default=5000, metadata=_h("number of training problems drawn from"))
+    eval_interval: int = field(default=10, metadata=_h("evaluate every this many steps (and at the end)"))
+    eval_prompts: int = field(default=64, metadata=_h("held-out prompts per evaluation"))
+    eval_k: int = field(default=16, metadata=_h("samples per eval prompt (Pass@k, Worst@k)"))
+    ckpt_interval: int = field(default=5, metadata=_h("checkpoint every this many steps (and at the end)"))
+    seed: int = field(default=0, metadata=_h("seed of the run (rollouts, prompt order, warm start)"))
+    threads: int = field(default=0, metadata=_h("torch CPU threads (0: leave torch's default)"))
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tis: TISConfig = field(default_factory=TISConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def batch_rows(self) -> int:
+        return self.prompts_per_step * self.rollouts_per_prompt
+
+    def warmstart(self) -> WarmStartConfig:
+        return WarmStartConfig(
+            task=self.task,
+            task_knobs=dict(self.task_knobs),
+            size=self.size,
+            seed=self.seed,
+            steps=self.sft_steps,
+            lr=self.sft_lr,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+    # --- validation ----------------------------------------------------------------------------
+    def validate(self) -> RLVRConfig:
+        """Raise ValueError naming the first bad parameter and its allowed range; return self."""
+
+        def need(ok: bool, name: str, allowed: str, value: Any) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+        need(self.task in TASKS, "task", f"one of {sorted(TASKS)}", self.task)
+        try:
+            make_task(self.task, **self.task_knobs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"task_knobs: {e}") from None
+        need(self.size in SIZES, "size", f"one of {sorted(SIZES)}", self.size)
+        need(self.algorithm.name in ALGORITHMS, "algorithm.name", f"one of {list(ALGORITHMS)}", self.algorithm.name)
+        for name in ("steps", "sft_steps"):
+            need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
+        for name in (
+            "prompts_per_step",
+            "mini_batches",
+            "ppo_epochs",
+            "eval_interval",
+            "eval_prompts",
+            "ckpt_interval",
+            "train_pool",
+            "eval_k",
+        ):
+            need(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        need(
+            self.rollouts_per_prompt >= 2,
+            "rollouts_per_prompt",
+            f"an integer >= 2 (group-relative advantages for {self.algorithm.name})",
+            self.rollouts_per_prompt,
+        )
+        need(
+            self.batch_rows % self.mini_batches == 0,
+            "mini_batches",
+            f"a divisor of prompts_per_step * rollouts_per_prompt = {self.batch_rows}",
+            self.mini_batches,
+        )
+        need(
+            self.prompts_per_step <= self.train_pool,
+            "prompts_per_step",
+            f"<= train_pool ({self.train_pool})",
+            self.prompts_per_step,
+        )
+        for name in ("lr", "sft_lr", "grad_clip"):
+            need(getattr(self, name) > 0, name, "> 0", getattr(self, name))
+        need(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        need(self.threads >= 0, "threads", "an integer >= 0", self.threads)
+        sched = self.sampling.schedule()  # validates sampling.*
+        c = sched.c if isinstance(sched, EADSchedule) else 0
+        need(self.max_new_tokens > c, "max_new_tokens", f"> sampling.c ({c})", self.max_new_tokens)
+        need(self.max_new_tokens <= 200, "max_new_tokens", "<= 200 (the policy's context is 256)", self.max_new_tokens)
+        need(self.tis.level in ("token", "sequence"), "tis.level", "'token' or 'sequence'", self.tis.level)
+        need(self.tis.cap > 0, "tis.cap", "> 0", self.tis.cap)
+        a = self.algorithm.resolved()
+        need(0 <= a.clip_ratio_low < 1, "algorithm.clip_ratio_low", "in [0, 1)", a.clip_ratio_low)
+        need(a.clip_ratio_high >= 0, "algorithm.clip_ratio_high", ">= 0", a.clip_ratio_high)
+        need(a.clip_ratio_c > 1, "algorithm.clip_ratio_c", "> 1", a.clip_ratio_c)
+        modes = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+        need(a.loss_agg_mode in modes, "algorithm.loss_agg_mode", f"one of {list(modes)}", a.loss_agg_mode)
+        return self
+
+
+def from_dict(d: dict[str, Any]) -> RLVRConfig:
+    """Build an RLVRConfig from nested plain data (Hydra, JSON); unknown keys raise ValueError."""
+
+    def build(cls: type, data: dict[str, Any], path: str) -> Any:
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {sorted(f'{path}{k}' for k in unknown)}")
+        kwargs = {}
+        for k, v in data.items():
+            sub = {"sampling": SamplingConfig, "tis": TISConfig, "algorithm": AlgorithmConfig}.get(k)
+            kwargs[k] = build(sub, v, f"{path}{k}.") if (cls is RLVRConfig and sub and isinstance(v, dict)) else v
+        return cls(**kwargs)
+
+    return build(RLVRConfig, dict(d), "")

@@ -1,0 +1,123 @@
+"""Held-out evaluation with k samples per prompt: Pass@k, Worst@k, Best@k, Mean@k (unbiased), the
+verl-style bootstrap variants (``boot_`` names), Maj@k, greedy accuracy and entropy by position."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ead_core.metrics import (
+    bootstrap_best_worst_at_k,
+    entropy_by_position,
+    majority_at_n,
+    mean_at_k,
+    pass_at_k,
+    worst_at_k,
+)
+from ead_core.schedule import FixedSchedule, Schedule
+from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
+from experiments.local.tasks import Problem, Task
+
+
+def sample_groups(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    n: int,
+    schedule: Schedule,
+    step: int,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    chunk_rows: int = 512,
+) -> list[Rollout]:
+    """n samples per problem, in chunks of at most ``chunk_rows`` rows (rows grouped by problem)."""
+    per_chunk = max(1, chunk_rows // n)
+    out = []
+    for i in range(0, len(problems), per_chunk):
+        rows, _ = group_prompts([p.prompt for p in problems[i : i + per_chunk]], n)
+        out.append(sample(model, tokenizer, rows, schedule, step, max_new_tokens, generator))
+    return out
+
+
+def score(task: Task, problems: Sequence[Problem], texts: Sequence[str], n: int) -> tuple[np.ndarray, list]:
+    """Correctness (P, n) and extracted answers per problem for grouped texts."""
+    correct = np.zeros((len(problems), n))
+    answers = []
+    for i, p in enumerate(problems):
+        group = texts[i * n : (i + 1) * n]
+        correct[i] = [task.verify(p, t) for t in group]
+        answers.append([task.extract_answer(p, t) for t in group])
+    return correct, answers
+
+
+def k_metrics(correct: np.ndarray, answers: list[list], k: int, prefix: str, seed: int = 0) -> dict[str, float]:
+    """Pass/Worst/Best/Mean@k (unbiased), bootstrap best/worst@k and Maj@n from a (P, n) correctness matrix."""
+    n_per = correct.shape[1]
+    c = correct.sum(axis=1).astype(int)
+    boot = bootstrap_best_worst_at_k(correct, k=k, n_bootstrap=1000, seed=seed)
+    pk = pass_at_k(n_per, c, k)
+    return {
+        f"{prefix}/pass_at_{k}": float(np.mean(pk)),
+        f"{prefix}/best_at_{k}": float(np.mean(pk)),
+        f"{prefix}/worst_at_{k}": float(np.mean(worst_at_k(n_per, c, k))),
+        f"{prefix}/mean_at_{k}": float(np.mean(mean_at_k(n_per, c, k))),
+        f"{prefix}/boot_best_at_{k}": float(np.mean(boot["best_mean"])),
+        f"{prefix}/boot_best_at_{k}_std": float(np.mean(boot["best_std"])),
+        f"{prefix}/boot_worst_at_{k}": float(np.mean(boot["worst_mean"])),
+        f"{prefix}/boot_worst_at_{k}_std": float(np.mean(boot["worst_std"])),
+        f"{prefix}/maj_at_{n_per}": float(np.mean([majority_at_n(a, r) for a, r in zip(answers, correct)])),
+    }
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    problems: Sequence[Problem],
+    schedule: Schedule,
+    step: int,
+    max_new_tokens: int,
+    seed: int,
+    k: int = 16,
+    plain_t1: bool = True,
+    greedy: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """Metrics under ``eval/`` (the run's own schedule), ``eval_t1/`` (temperature 1.0) and
+    ``eval_greedy/accuracy``, plus the entropy-by-position table of the run's own samples."""
+    metrics: dict[str, float] = {}
+    g = torch.Generator().manual_seed(seed)
+    conditions = [("eval", schedule)] + ([("eval_t1", FixedSchedule(1.0))] if plain_t1 else [])
+    table: list[dict] = []
+    for prefix, sched in conditions:
+        chunks = sample_groups(model, tokenizer, problems, k, sched, step, max_new_tokens, g)
+        texts = [t for r in chunks for t in r.texts]
+        correct, answers = score(task, problems, texts, k)
+        metrics.update(k_metrics(correct, answers, k, prefix, seed))
+        metrics[f"{prefix}/response_length"] = float(np.mean([float(r.lengths.mean()) for r in chunks]))
+        if prefix == "eval":
+            table = entropy_table(model, chunks)
+            ent = [row for row in table if row["count"] > 0]
+            metrics["eval/entropy"] = float(
+                sum(r["entropy_mean"] * r["count"] for r in ent) / max(1, sum(r["count"] for r in ent))
+            )
+    if greedy:
+        r = sample(model, tokenizer, [p.prompt for p in problems], schedule, step, max_new_tokens, greedy=True)
+        metrics["eval_greedy/accuracy"] = float(np.mean([task.verify(p, t) for p, t in zip(problems, r.texts)]))
+    return metrics, table
+
+
+@torch.no_grad()
+def entropy_table(model: PreTrainedModel, chunks: Sequence[Rollout]) -> list[dict]:
+    """Per response position: mean entropy of the temperature-1 policy over sampled tokens, and the count."""
+    width = max(r.response_ids.shape[1] for r in chunks)
+    ents, masks = [], []
+    for r in chunks:
+        _, ent = sequence_logprobs(model, r, with_entropy=True)
+        pad = width - ent.shape[1]
+        ents.append(torch.nn.functional.pad(ent, (0, pad)))
+        masks.append(torch.nn.functional.pad(r.response_mask, (0, pad)))
+    mean, count = entropy_by_position(torch.cat(ents), torch.cat(masks))
+    return [{"position": i, "entropy_mean": float(m), "count": int(c)} for i, (m, c) in enumerate(zip(mean, count))]

@@ -1,0 +1,302 @@
+"""The local RLVR loop, top to bottom: rollout -> reward -> advantage -> TIS -> policy loss -> update.
+
+Each step s:
+  1. draw prompts (seeded by (seed, s)) and sample ``rollouts_per_prompt`` responses per prompt with
+     the run's schedule at step s (EAD or fixed: the same sampler), recording behaviour log-probs;
+  2. score them with the task's verifier (reward 1/0 on the last response token);
+  3. GRPO advantages from verl's registry (every algorithm here is group-relative); DAPO may drop
+     groups whose responses are all right or all wrong;
+  4. pi_old log-probs at temperature 1.0 and the TIS weights min(pi_old / mu, cap) from ead_core;
+  5. verl's policy loss (vanilla for GRPO/DAPO, clip_cov, kl_cov) on mini-batches, AdamW, grad clip.
+Evaluation runs before the update at steps 0, eval_interval, ... and after the last step.
+All randomness of step s derives from (seed, s), so a job resumed from a checkpoint recomputes
+exactly the steps an uninterrupted run would have, and the logger keeps each step once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ead_core.schedule import Schedule
+from ead_core.tis import truncated_is_weights
+from experiments.local.config import RLVRConfig
+from experiments.local.evaluation import evaluate
+from experiments.local.policy import load_policy
+from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
+from experiments.local.tasks import Problem, make_task
+from experiments.local.warmstart import warm_start
+from experiments.tracking.hashing import flat_params as flatten
+from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
+
+log = logging.getLogger(__name__)
+
+
+def verl_algorithms(cfg: RLVRConfig) -> tuple[Any, Any, Any]:
+    """(advantage fn, policy-loss fn, verl ActorConfig) from verl's registries for the configured algorithm."""
+    from verl.trainer.ppo.core_algos import get_adv_estimator_fn, get_policy_loss_fn
+    from verl.workers.config.actor import ActorConfig, PolicyLossConfig
+
+    a = cfg.algorithm.resolved()
+    actor = ActorConfig(
+        strategy="fsdp",
+        rollout_n=cfg.rollouts_per_prompt,
+        ppo_micro_batch_size_per_gpu=cfg.batch_rows // cfg.mini_batches,
+        ppo_mini_batch_size=cfg.batch_rows // cfg.mini_batches,
+        clip_ratio=a.clip_ratio_low,
+        clip_ratio_low=a.clip_ratio_low,
+        clip_ratio_high=a.clip_ratio_high,
+        clip_ratio_c=a.clip_ratio_c,
+        loss_agg_mode=a.loss_agg_mode,
+        use_torch_compile=False,
+        policy_loss=PolicyLossConfig(
+            loss_mode=a.loss_mode,
+            clip_cov_ratio=a.clip_cov_ratio,
+            clip_cov_lb=a.clip_cov_lb,
+            clip_cov_ub=a.clip_cov_ub,
+            kl_cov_ratio=a.kl_cov_ratio,
+            ppo_kl_coef=a.ppo_kl_coef,
+        ),
+    )
+    return get_adv_estimator_fn("grpo"), get_policy_loss_fn(a.loss_mode), actor
+
+
+def _subset(r: Rollout, idx: torch.Tensor) -> Rollout:
+    pick = lambda x: x[idx]  # noqa: E731
+    return Rollout(
+        pick(r.prompt_ids),
+        pick(r.prompt_mask),
+        pick(r.response_ids),
+        pick(r.response_mask),
+        pick(r.behavior_logprobs),
+        r.temperatures,
+        pick(r.ended),
+        [r.texts[i] for i in idx.tolist()],
+    )
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((x * mask).sum() / mask.sum().clamp(min=1))
+
+
+@dataclass
+class Trainer:
+    """State of one run: config, policy, optimiser, data and where it writes."""
+
+    cfg: RLVRConfig
+    run_dir: Path
+    logger: RunLogger
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.task = make_task(cfg.task, **cfg.task_knobs)
+        self.schedule: Schedule = cfg.sampling.schedule()
+        self.pool: list[Problem] = self.task.problems("train", cfg.train_pool, seed=cfg.seed)
+        self.eval_set: list[Problem] = self.task.problems("eval", cfg.eval_prompts, seed=cfg.seed)
+        policy_dir = cfg.init_from or warm_start(cfg.warmstart())
+        self.model, self.tok = load_policy(policy_dir)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.adv_fn, self.loss_fn, self.actor_cfg = verl_algorithms(cfg)
+        self.algo = cfg.algorithm.resolved()
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        self.start_step = self._restore()
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _restore(self) -> int:
+        if not self.ckpt_path.exists():
+            return 0
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if state["config_hash"] != self.cfg.hash:
+            raise ValueError(
+                f"checkpoint {self.ckpt_path} belongs to config {state['config_hash']}, not {self.cfg.hash}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        log.info("resumed from %s at step %d", self.ckpt_path, state["next_step"])
+        return int(state["next_step"])
+
+    def save_checkpoint(self, next_step: int) -> None:
+        """Atomic: write a temporary file, then rename over the previous checkpoint."""
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "next_step": next_step,
+            "config_hash": self.cfg.hash,
+        }
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    # --- one RL step ---------------------------------------------------------------------------
+    def rollout(self, step: int) -> tuple[list[Problem], Rollout, np.ndarray, torch.Tensor, float]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
+        rows, index = group_prompts([p.prompt for p in problems], cfg.rollouts_per_prompt)
+        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        t0 = time.perf_counter()
+        r = sample(self.model, self.tok, rows, self.schedule, step, cfg.max_new_tokens, g)
+        gen_s = time.perf_counter() - t0
+        rewards = torch.tensor([self.task.verify(problems[i], t) for i, t in zip(index, r.texts)])
+        return problems, r, index, rewards, gen_s
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, a = self.cfg, self.algo
+        t_start = time.perf_counter()
+        _, r, index, rewards, gen_s = self.rollout(step)
+        mask = r.response_mask
+        lengths = mask.sum(dim=1).long()
+        token_rewards = torch.zeros_like(mask)
+        token_rewards[torch.arange(len(rewards)), (lengths - 1).clamp(min=0)] = rewards
+        advantages, _ = self.adv_fn(token_rewards, mask, index, norm_adv_by_std_in_grpo=a.norm_adv_by_std)
+
+        with torch.no_grad():
+            old_lp, entropy = sequence_logprobs(self.model, r, with_entropy=True)
+        tis_w, tis = truncated_is_weights(old_lp, r.behavior_logprobs, mask, cfg.tis.cap, level=cfg.tis.level)
+
+        group_ok = np.ones(len(rewards), dtype=bool)
+        if a.filter_groups:  # DAPO dynamic sampling: groups with identical rewards carry no signal
+            g_std = {g: float(rewards[index == g].std()) for g in np.unique(index)}
+            group_ok = np.array([g_std[g] > 0 for g in index])
+        keep = torch.from_numpy(np.flatnonzero(group_ok))
+
+        rng = np.random.default_rng([cfg.seed, step, 2])
+        clipfracs, grad_norms, losses, ppo_kls = [], [], [], []
+        self.model.train()
+        for _ in range(cfg.ppo_epochs):
+            if len(keep) == 0:
+                break
+            perm = keep[torch.from_numpy(rng.permutation(len(keep)))]
+            for mb in torch.tensor_split(perm, min(cfg.mini_batches, len(perm))):
+                sub = _subset(r, mb)
+                logp, _ = sequence_logprobs(self.model, sub)
+                loss, m = self.loss_fn(
+                    old_log_prob=old_lp[mb],
+                    log_prob=logp,
+                    advantages=advantages[mb],
+                    response_mask=sub.response_mask,
+                    loss_agg_mode=a.loss_agg_mode,
+                    config=self.actor_cfg,
+                    rollout_is_weights=tis_w[mb] if cfg.tis.enabled else None,
+                )
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.opt.step()
+                clipfracs.append(float(m.get("actor/pg_clipfrac", 0.0)))
+                ppo_kls.append(float(m.get("actor/ppo_kl", 0.0)))
+                grad_norms.append(float(gn))
+                losses.append(float(loss.detach()))
+        step_s = time.perf_counter() - t_start
+        taus = r.temperatures[None, : mask.shape[1]].expand_as(mask)
+        nan = float("nan")
+        return {
+            "train/reward_mean": float(rewards.mean()),
+            "train/response_length": float(lengths.float().mean()),
+            "train/ended_frac": float(r.ended.float().mean()),
+            "train/entropy": _masked_mean(entropy, mask),
+            "train/tau_mean": _masked_mean(taus, mask),
+            "train/pg_clipfrac": float(np.mean(clipfracs)) if clipfracs else nan,
+            "train/ppo_kl": float(np.mean(ppo_kls)) if ppo_kls else nan,
+            "train/pg_loss": float(np.mean(losses)) if losses else nan,
+            "train/grad_norm": float(np.mean(grad_norms)) if grad_norms else nan,
+            "train/groups_kept_frac": float(group_ok.mean()),
+            "train/is_weight_mean": tis["mean"],
+            "train/is_weight_max": tis["max"],
+            "train/is_truncated_frac": tis["truncated_frac"],
+            "train/is_ess": tis["ess"],
+            "train/kl_behavior_old": tis["kl_k3"],
+            "train/kl_behavior_old_k1": tis["kl_k1"],
+            "perf/step_s": step_s,
+            "perf/tokens_per_s": float(mask.sum()) / gen_s,
+            "schedule/decay": float(self.schedule.decay(step)),
+        }
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        metrics, table = evaluate(
+            self.model,
+            self.tok,
+            self.task,
+            self.eval_set,
+            self.schedule,
+            step,
+            cfg.max_new_tokens,
+            seed=int(np.random.default_rng([cfg.seed, step, 3]).integers(2**62)),
+            k=cfg.eval_k,
+        )
+        self.logger.log_table("entropy_by_position", table, step=step)
+        return metrics
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> dict[str, float]:
+        cfg = self.cfg
+        last: dict[str, float] = {}
+        bar = tqdm(
+            range(self.start_step, cfg.steps),
+            desc=f"rlvr {cfg.algorithm.name}/{self.schedule.label}",
+            disable=not progress,
+            initial=self.start_step,
+            total=cfg.steps,
+        )
+        for step in bar:
+            metrics = self.evaluate(step) if step % cfg.eval_interval == 0 else {}
+            metrics.update(self.train_step(step))
+            self.logger.log_metrics(metrics, step)
+            if (step + 1) % cfg.ckpt_interval == 0 or step + 1 == cfg.steps:
+                self.save_checkpoint(step + 1)
+            last.update(metrics)
+            bar.set_postfix(
+                reward=f"{metrics['train/reward_mean']:.2f}",
+                pass16=f"{last.get(f'eval/pass_at_{cfg.eval_k}', float('nan')):.2f}",
+            )
+        final = self.evaluate(cfg.steps)
+        self.logger.log_metrics(final, cfg.steps)
+        last.update(final)
+        return last
+
+
+def flat_params(cfg: RLVRConfig) -> dict[str, Any]:
+    """The resolved config flattened to dotted keys (MLflow params)."""
+    return flatten(cfg.to_dict())
+
+
+def run(
+    cfg: RLVRConfig, run_dir: str | Path | None = None, logger: RunLogger | None = None, progress: bool = True
+) -> dict[str, float]:
+    """Train (or resume, or return at once if already finished) and return the final metrics.
+
+    ``run_dir`` defaults to runs/<config hash>; it holds the checkpoint and a JSONL log. A given
+    ``logger`` (e.g. MLflow) receives the same records.
+    """
+    cfg.validate()
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs") / cfg.hash
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done = run_dir / "DONE.json"
+    if done.exists():
+        import json
+
+        log.info("run %s already finished (%s)", cfg.hash, done)
+        return json.loads(done.read_text())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    jsonl = JsonlLogger(run_dir)
+    lg: RunLogger = MultiLogger(jsonl, logger) if logger is not None else jsonl
+    lg.log_params(flat_params(cfg) | {"config_hash": cfg.hash})
+    trainer = Trainer(cfg, run_dir, lg)
+    final = trainer.run(progress=progress)
+    trainer.model.save_pretrained(run_dir / "policy")
+    trainer.tok.save_pretrained(run_dir / "policy")
+    import json
+
+    done.write_text(json.dumps({k: v for k, v in final.items()}, indent=2))
+    jsonl.finish("FINISHED")
+    return final

@@ -1,0 +1,65 @@
+"""Tracking: config hashes, run loggers (JSONL, MLflow), MLflow stores and run lifecycles, the local MLflow server.
+
+Standard library only at import time; ``mlflow`` is imported where a client is made.
+
+- ``hashing``: canonical config form, ``config_hash``, ``flat_params`` (the params every job logs).
+- ``loggers``: the ``RunLogger`` protocol, ``JsonlLogger`` (run directory) and ``MultiLogger``.
+- ``store``: tracking URIs, clients, experiments, run lookup by config hash, ``MlflowRunLogger``.
+- ``lifecycle``: one tracked run from start to end state (find or continue, lock, guard, backfill).
+- ``server``: a local ``mlflow server`` in front of a SQLite store.
+"""
+
+from experiments.tracking.hashing import canonical, config_hash, flat_params
+from experiments.tracking.lifecycle import RunEndGuard, Terminated, backfill_from_run_dir
+from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger, json_safe
+from experiments.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    MlflowRunLogger,
+    ensure_experiment,
+    git_commit,
+    host,
+    is_sqlite_uri,
+    latest_run,
+    latest_runs_by_hash,
+    make_client,
+    mlflow_key,
+    resolve_tracking_uri,
+    safe_name,
+    search_all_runs,
+    sqlite_path,
+)
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "FAILED",
+    "FINISHED",
+    "KILLED",
+    "RUNNING",
+    "JsonlLogger",
+    "MlflowRunLogger",
+    "MultiLogger",
+    "RunEndGuard",
+    "RunLogger",
+    "Terminated",
+    "backfill_from_run_dir",
+    "canonical",
+    "config_hash",
+    "ensure_experiment",
+    "flat_params",
+    "git_commit",
+    "host",
+    "is_sqlite_uri",
+    "json_safe",
+    "latest_run",
+    "latest_runs_by_hash",
+    "make_client",
+    "mlflow_key",
+    "resolve_tracking_uri",
+    "safe_name",
+    "search_all_runs",
+    "sqlite_path",
+]

@@ -1,0 +1,261 @@
+"""MLflow tracking for sweep jobs: tracking URIs, experiments, run identity by config hash, and a ``RunLogger``.
+
+Conventions (README "Sweeps and configs"):
+
+- One MLflow experiment per preset or sweep name, created ONCE by the launching process
+  (:func:`ensure_experiment`): several jobs creating it at once race, and the loser's run lands in "Default".
+- One run per job, identified by the tags ``config_hash`` and ``backend``. The latest run of a hash defines its
+  state (:func:`latest_run`): FINISHED means done (a sweep skips it unless ``force``), anything else (RUNNING after a
+  SIGKILL, KILLED, FAILED) is continued by the next job with that hash, so a requeued or restarted job keeps logging
+  into the SAME run.
+- :class:`MlflowRunLogger` logs each step's metrics in one ``log_batch`` call and ignores steps the run already holds
+  (read back from the run's metric history), so a resumed job lands every step exactly once.
+- :class:`RunEndGuard` ends the run as KILLED (signal, requeue, Ctrl-C) or FAILED (exception) with an ``end_reason``
+  tag: MLflow itself would mark a crashed run FINISHED, or leave a killed one RUNNING.
+
+Only the standard library is imported at module level; ``mlflow`` is imported where a client is made.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from experiments.tracking.loggers import json_safe
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+FINISHED, RUNNING, KILLED, FAILED = "FINISHED", "RUNNING", "KILLED", "FAILED"
+
+# MLflow keys allow letters, digits, underscore, dash, period, slash, colon and space.
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
+_MAX_BATCH_PARAMS = 100  # MLflow's limit per log_batch call
+_MAX_BATCH_METRICS = 1000
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# URIs, clients, experiments
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def is_sqlite_uri(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def resolve_tracking_uri(uri: str, base_dir: str | os.PathLike[str]) -> str:
+    """``uri`` with a relative SQLite path made absolute against ``base_dir`` (the directory the sweep was launched
+    from), so jobs that run elsewhere (Slurm, another working directory) open the same file. Other URIs unchanged.
+
+    ``sqlite:///mlflow.db`` is relative (three slashes), ``sqlite:////abs/mlflow.db`` absolute (four).
+    """
+    if not is_sqlite_uri(uri):
+        return uri
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        raise ValueError(f"tracking.uri must look like sqlite:///relative.db or sqlite:////abs/path.db, got {uri!r}")
+    path = uri[len(prefix) :]
+    if path.startswith("/"):
+        return uri
+    return prefix + str((Path(base_dir) / path).resolve())
+
+
+def sqlite_path(uri: str) -> Path:
+    """The database file of an absolute ``sqlite:////...`` URI."""
+    return Path(uri[len("sqlite:///") :])
+
+
+def make_client(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` bound to ``uri`` (never the process-global tracking URI)."""
+    from mlflow import MlflowClient
+
+    if is_sqlite_uri(uri):
+        sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe form of an experiment name (for run directories)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """Id of the experiment ``name``, created if missing. Call it once, in the launching process.
+
+    With a SQLite store the artifacts go to ``<db dir>/mlruns/<name>`` (absolute, so jobs that run in another
+    directory, or log through an ``mlflow server`` in front of the same file, write to the same place); with a server
+    URI the server chooses.
+    """
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"experiment_name {name!r} is a deleted MLflow experiment (id {exp.experiment_id}) in {uri}: "
+                "restore it with `mlflow experiments restore` or choose another experiment_name"
+            )
+        return str(exp.experiment_id)
+    location = None
+    if is_sqlite_uri(uri):
+        location = str(sqlite_path(uri).parent / "mlruns" / safe_name(name))
+    try:
+        exp_id = client.create_experiment(name, artifact_location=location)
+        log.info("created MLflow experiment %r (id %s) in %s", name, exp_id, uri)
+        return str(exp_id)
+    except MlflowException as e:  # created concurrently by someone else
+        if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
+            raise
+        again = client.get_experiment_by_name(name)
+        assert again is not None
+        return str(again.experiment_id)
+
+
+def search_all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "") -> list[Run]:
+    """Every active run matching ``filter_string`` (all pages), newest first."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def latest_runs_by_hash(client: MlflowClient, experiment_id: str, backend: str) -> dict[str, Run]:
+    """The newest run of each config hash of ``backend`` in the experiment: one query for a whole sweep."""
+    out: dict[str, Run] = {}
+    for run in search_all_runs(client, [experiment_id], f"tags.backend = '{backend}'"):
+        h = run.data.tags.get("config_hash")
+        if h and h not in out:  # newest first
+            out[h] = run
+    return out
+
+
+def latest_run(client: MlflowClient, experiment_id: str, config_hash: str, backend: str) -> Run | None:
+    """The newest run of ``config_hash`` (and backend) in the experiment, or None."""
+    runs = search_all_runs(
+        client, [experiment_id], f"tags.config_hash = '{config_hash}' and tags.backend = '{backend}'"
+    )
+    return runs[0] if runs else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run metadata
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def git_commit() -> str:
+    """HEAD of the repository (``+dirty`` when tracked files changed), or ``unknown`` without git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("EAD_GIT_COMMIT", "unknown")
+    return head + ("+dirty" if dirty else "")
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` with characters MLflow rejects replaced (``@`` becomes ``_at_``, anything else ``_``)."""
+    return _BAD_KEY_CHARS.sub("_", name.replace("@", "_at_"))
+
+
+def _param_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The logger
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class MlflowRunLogger:
+    """``experiments.tracking.loggers.RunLogger`` for one MLflow run (through ``MlflowClient``, no global active run).
+
+    ``log_metrics`` is one ``log_batch`` call per step (atomic in MLflow's SQL store) and ignores steps the run already
+    holds; ``last_logged_step`` is read from the run's metric history when the logger is made, so a job resumed from a
+    checkpoint that recomputes a few steps logs each of them once. Tables become JSON artifacts
+    ``tables/<name>_step<step>.json``; a table of a step the run already holds is skipped too.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._last = self._history_last_step()
+
+    def _history_last_step(self) -> int | None:
+        run = self.client.get_run(self.run_id)
+        steps = [m.step for key in run.data.metrics for m in self.client.get_metric_history(self.run_id, key)]
+        return max(steps) if steps else None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Params are immutable in MLflow: re-logging the same values (a resumed job) is fine, others raise."""
+        from mlflow.entities import Param
+
+        items = [Param(mlflow_key(k), _param_value(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), _MAX_BATCH_PARAMS):
+            self.client.log_batch(self.run_id, params=items[i : i + _MAX_BATCH_PARAMS])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        if self._last is not None and step <= self._last:
+            return
+        now = int(time.time() * 1000)
+        items = []
+        for k, v in metrics.items():
+            if v is None:
+                continue
+            value = float(v.item() if hasattr(v, "item") else v)
+            items.append(Metric(mlflow_key(k), value, now, int(step)))
+        for i in range(0, len(items), _MAX_BATCH_METRICS):
+            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_BATCH_METRICS])
+        self._last = int(step)
+
+    def log_table(self, name: str, rows: list[dict[str, Any]], step: int | None = None) -> None:
+        if step is not None and self._last is not None and step <= self._last:
+            return
+        clean = [{k: json_safe(v) for k, v in r.items()} for r in rows]
+        suffix = f"_step{step}" if step is not None else ""
+        self.client.log_text(self.run_id, json.dumps(clean, indent=1), f"tables/{mlflow_key(name)}{suffix}.json")
+
+    def last_logged_step(self) -> int | None:
+        return self._last
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def finish(self, status: str = FINISHED) -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def host() -> str:
+    return socket.gethostname()

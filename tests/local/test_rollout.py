@@ -1,0 +1,106 @@
+"""The sampler: behaviour log-probs equal a recomputation from the model and the schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LogitsProcessorList
+
+from ead_core import EADSchedule, FixedSchedule
+from ead_core.hf import EADTemperatureProcessor
+from experiments.local.policy import build_policy, load_policy, save_policy
+from experiments.local.rollout import encode_prompts, group_prompts, sample, sequence_logprobs
+
+PROMPTS = ["3 5 7>22:", "12 3 4>6:", "9 9 1>80:"]
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_policy_dir):
+    return load_policy(tiny_policy_dir)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step"),
+    [
+        (EADSchedule.preset("paper", c=1, d0=8), 0),
+        (EADSchedule.preset("paper", c=1, d0=8), 30),
+        (EADSchedule.preset("reference", c=2, d0=1, tau_min=0.3), 5),
+        (FixedSchedule(0.6), 0),
+        (FixedSchedule(1.2), 7),
+    ],
+)
+def test_behavior_logprobs_equal_recomputation(policy, schedule, step):
+    model, tok = policy
+    rows, _ = group_prompts(PROMPTS, 8)
+    r = sample(model, tok, rows, schedule, step, 12, torch.Generator().manual_seed(1))
+    expected_taus = schedule.temperatures(torch.arange(12, dtype=torch.float32), step)
+    torch.testing.assert_close(r.temperatures, expected_taus)
+    with torch.no_grad():
+        recomputed, _ = sequence_logprobs(model, r, temperatures=expected_taus)
+        at_t1, _ = sequence_logprobs(model, r)
+    torch.testing.assert_close(r.behavior_logprobs, recomputed, atol=2e-5, rtol=1e-5)
+    valid = r.response_mask.bool()
+    if not torch.allclose(expected_taus, torch.ones(12)):
+        assert (r.behavior_logprobs[valid] - at_t1[valid]).abs().max() > 1e-3  # temperature really applied
+    assert torch.all(r.behavior_logprobs[~valid] == 0)
+
+
+def test_masks_eos_and_padding(policy):
+    model, tok = policy
+    r = sample(model, tok, PROMPTS * 4, FixedSchedule(1.0), 0, 10, torch.Generator().manual_seed(0))
+    for i in range(len(r.texts)):
+        m = r.response_mask[i]
+        n = int(m.sum())
+        assert torch.all(m[:n] == 1) and torch.all(m[n:] == 0)  # contiguous prefix
+        ids = r.response_ids[i]
+        if r.ended[i]:
+            assert ids[n - 1] == tok.eos_token_id and tok.eos_token_id not in ids[: n - 1].tolist()
+        else:
+            assert n == 10
+        assert torch.all(ids[n:] == tok.pad_token_id)
+        assert r.texts[i] == tok.decode(ids[:n], skip_special_tokens=True)
+
+
+def test_sampling_is_reproducible_from_the_generator(policy):
+    model, tok = policy
+    s = EADSchedule.preset("paper", c=1, d0=8)
+    a = sample(model, tok, PROMPTS, s, 3, 10, torch.Generator().manual_seed(5))
+    b = sample(model, tok, PROMPTS, s, 3, 10, torch.Generator().manual_seed(5))
+    assert torch.equal(a.response_ids, b.response_ids) and a.texts == b.texts
+
+
+def test_greedy_matches_hf_generate(policy):
+    model, tok = policy
+    ids, mask = encode_prompts(tok, PROMPTS)
+    r = sample(model, tok, PROMPTS, FixedSchedule(1.0), 0, 10, greedy=True)
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    hf_texts = tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+    assert r.texts == hf_texts
+
+
+def test_hf_processor_scales_scores_by_position():
+    model, tok = build_policy("tiny", seed=0)
+    s = EADSchedule.preset("paper", c=1, d0=4)
+    ids, mask = encode_prompts(tok, PROMPTS)
+    proc = EADTemperatureProcessor(s, step=2, prompt_length=ids.shape[1])
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6,
+        logits_processor=LogitsProcessorList([proc]), output_scores=True, output_logits=True,
+        return_dict_in_generate=True, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    for t, (scores, logits) in enumerate(zip(out.scores, out.logits)):
+        torch.testing.assert_close(scores, logits / s.temperature(t, 2))
+
+
+def test_policy_directory_round_trip(tmp_path):
+    model, tok = build_policy("tiny", seed=3)
+    save_policy(model, tok, tmp_path / "p")
+    m2, t2 = load_policy(tmp_path / "p")
+    x, mask = encode_prompts(tok, PROMPTS)
+    torch.testing.assert_close(
+        model(input_ids=x, attention_mask=mask).logits, m2(input_ids=x, attention_mask=mask).logits
+    )
+    assert t2.decode(t2.encode("3*5+7=22", add_special_tokens=False)) == "3*5+7=22"
+    sizes = [sum(p.numel() for p in build_policy(s)[0].parameters()) for s in ("tiny", "small", "base")]
+    assert sizes == sorted(sizes) and 0.8e6 < sizes[0] < 1.5e6 and 4e6 < sizes[1] < 7e6 and 15e6 < sizes[2] < 25e6
