@@ -7,6 +7,7 @@ that import their frameworks themselves.
 from ead_core.metrics import (
     best_at_k,
     bootstrap_best_worst_at_k,
+    correctness_metrics,
     cumulative_entropy,
     entropy_by_position,
     majority_at_k_bootstrap,
@@ -26,6 +27,7 @@ __all__ = [
     "anneal_temperature",
     "best_at_k",
     "bootstrap_best_worst_at_k",
+    "correctness_metrics",
     "cumulative_entropy",
     "entropy_by_position",
     "majority_at_k_bootstrap",

@@ -186,3 +186,45 @@ def cumulative_entropy(mean: np.ndarray, count: np.ndarray, positions: Sequence[
     safe = np.clip(end, 0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((end >= 0) & (cc[safe] > 0), cw[safe] / np.maximum(cc[safe], 1), np.nan)
+
+
+def correctness_metrics(
+    correct: Sequence[Sequence[float]] | np.ndarray,
+    k: int,
+    answers: Sequence[Sequence[Hashable | None]] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The evaluation summary of one correctness matrix, averaged over prompts: the one place every backend gets it.
+
+    ``correct``: per prompt, the 0/1 correctness of its samples (rows may differ in length). Returns ``pass_at_{k}``,
+    ``best_at_{k}`` (= pass for binary rewards), ``worst_at_{k}``, ``mean_at_{k}`` (unbiased, Chen et al.);
+    the bootstrap variants ``boot_best_at_{k}``, ``boot_worst_at_{k}`` and their ``_std`` when every prompt has the
+    same number of samples; ``maj_at_{n}`` (n = the largest row) when ``answers`` are given. Prompts with fewer than
+    ``k`` samples raise (use the mean correctness instead: greedy decoding has n = 1).
+    """
+    rows = [np.asarray(r, dtype=np.float64) for r in correct]
+    if not rows:
+        raise ValueError("correct must hold at least one prompt")
+    ns = np.array([len(r) for r in rows])
+    c = np.array([int(round(r.sum())) for r in rows])
+    pk = pass_at_k(ns, c, k)
+    out = {
+        f"pass_at_{k}": float(np.mean(pk)),
+        f"best_at_{k}": float(np.mean(pk)),
+        f"worst_at_{k}": float(np.mean(worst_at_k(ns, c, k))),
+        f"mean_at_{k}": float(np.mean(mean_at_k(ns, c, k))),
+    }
+    if len(set(ns.tolist())) == 1:  # the bootstrap needs a (prompts, n) matrix
+        boot = bootstrap_best_worst_at_k(np.stack(rows), k=k, n_bootstrap=n_bootstrap, seed=seed)
+        out |= {
+            f"boot_best_at_{k}": float(np.mean(boot["best_mean"])),
+            f"boot_best_at_{k}_std": float(np.mean(boot["best_std"])),
+            f"boot_worst_at_{k}": float(np.mean(boot["worst_mean"])),
+            f"boot_worst_at_{k}_std": float(np.mean(boot["worst_std"])),
+        }
+    if answers is not None:
+        if len(answers) != len(rows):
+            raise ValueError(f"answers must have one row per prompt, got {len(answers)} for {len(rows)} prompts")
+        out[f"maj_at_{int(ns.max())}"] = float(np.mean([majority_at_n(a, r) for a, r in zip(answers, rows)]))
+    return out

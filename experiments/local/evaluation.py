@@ -9,14 +9,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ead_core.metrics import (
-    bootstrap_best_worst_at_k,
-    entropy_by_position,
-    majority_at_n,
-    mean_at_k,
-    pass_at_k,
-    worst_at_k,
-)
+from ead_core.metrics import correctness_metrics, entropy_by_position
 from ead_core.schedule import FixedSchedule, Schedule
 from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
 from experiments.local.tasks import Problem, Task
@@ -54,22 +47,8 @@ def score(task: Task, problems: Sequence[Problem], texts: Sequence[str], n: int)
 
 
 def k_metrics(correct: np.ndarray, answers: list[list], k: int, prefix: str, seed: int = 0) -> dict[str, float]:
-    """Pass/Worst/Best/Mean@k (unbiased), bootstrap best/worst@k and Maj@n from a (P, n) correctness matrix."""
-    n_per = correct.shape[1]
-    c = correct.sum(axis=1).astype(int)
-    boot = bootstrap_best_worst_at_k(correct, k=k, n_bootstrap=1000, seed=seed)
-    pk = pass_at_k(n_per, c, k)
-    return {
-        f"{prefix}/pass_at_{k}": float(np.mean(pk)),
-        f"{prefix}/best_at_{k}": float(np.mean(pk)),
-        f"{prefix}/worst_at_{k}": float(np.mean(worst_at_k(n_per, c, k))),
-        f"{prefix}/mean_at_{k}": float(np.mean(mean_at_k(n_per, c, k))),
-        f"{prefix}/boot_best_at_{k}": float(np.mean(boot["best_mean"])),
-        f"{prefix}/boot_best_at_{k}_std": float(np.mean(boot["best_std"])),
-        f"{prefix}/boot_worst_at_{k}": float(np.mean(boot["worst_mean"])),
-        f"{prefix}/boot_worst_at_{k}_std": float(np.mean(boot["worst_std"])),
-        f"{prefix}/maj_at_{n_per}": float(np.mean([majority_at_n(a, r) for a, r in zip(answers, correct)])),
-    }
+    """``ead_core.correctness_metrics`` of a (P, n) correctness matrix under ``prefix/``."""
+    return {f"{prefix}/{name}": v for name, v in correctness_metrics(correct, k, answers, seed=seed).items()}
 
 
 def evaluate(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ead_core.metrics import bootstrap_best_worst_at_k, majority_at_n, mean_at_k, pass_at_k, worst_at_k
+from ead_core.metrics import correctness_metrics
 from ead_core.schedule import Schedule
 from ead_core.tis import truncated_is_weights
 
@@ -178,21 +178,8 @@ def eval_metrics(
         if ns.min() < k:
             out[f"{prefix}/accuracy"] = mean_acc
             continue
-        c = np.array([sum(v) for v in correct_lists])
-        pk = pass_at_k(ns, c, k)
-        out[f"{prefix}/pass_at_{k}"] = float(np.mean(pk))
-        out[f"{prefix}/best_at_{k}"] = float(np.mean(pk))
-        out[f"{prefix}/worst_at_{k}"] = float(np.mean(worst_at_k(ns, c, k)))
-        out[f"{prefix}/mean_at_{k}"] = float(np.mean(mean_at_k(ns, c, k)))
-        if len(set(ns.tolist())) == 1:  # the bootstrap needs a (prompts, n) matrix
-            boot = bootstrap_best_worst_at_k(np.array(correct_lists), k=k, n_bootstrap=1000, seed=seed)
-            out[f"{prefix}/boot_best_at_{k}"] = float(np.mean(boot["best_mean"]))
-            out[f"{prefix}/boot_best_at_{k}_std"] = float(np.mean(boot["best_std"]))
-            out[f"{prefix}/boot_worst_at_{k}"] = float(np.mean(boot["worst_mean"]))
-            out[f"{prefix}/boot_worst_at_{k}_std"] = float(np.mean(boot["worst_std"]))
-        if preds is not None:
-            n = int(ns.max())
-            majs = [majority_at_n([p for _, p in v], [cc for cc, _ in v]) for v in by_uid.values()]
-            out[f"{prefix}/maj_at_{n}"] = float(np.mean(majs))
+        answers = [[p for _, p in v] for v in by_uid.values()] if preds is not None else None
+        summary = correctness_metrics(correct_lists, k, answers, seed=seed)
+        out |= {f"{prefix}/{name}": v for name, v in summary.items()}
         out[f"{prefix}/n_prompts"] = float(len(by_uid))
     return out
