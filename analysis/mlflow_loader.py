@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ead_core.schedule import condition_label, tau_text
 from experiments.tracking import DEFAULT_TRACKING_URI, make_client, resolve_tracking_uri, search_all_runs
+from experiments.tracking.hashing import param_text as canon_param
+from experiments.tracking.hashing import typed_param
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -53,7 +56,7 @@ EAD_KEYS = [
     "sampling.preset", "sampling.tau_max", "sampling.tau_min", "sampling.d0", "sampling.c", "sampling.d_growth",
     "sampling.d_cap", "sampling.d_scale",
 ]  # fmt: skip
-INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.studies.inference_scaling.BACKEND (heavy)
+INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.studies.inference.BACKEND
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 _SQL_CHUNK = 500  # run ids per SELECT (SQLite allows 32766 bound variables; stay far below)
 
@@ -63,40 +66,10 @@ def client_for(tracking_uri: str | None = None) -> MlflowClient:
     return make_client(resolve_tracking_uri(tracking_uri or DEFAULT_TRACKING_URI, "."))
 
 
-def _number(text: Any) -> Any:
-    """MLflow params are strings: give back numbers, booleans and None where the text is one."""
-    if not isinstance(text, str):
-        return text
-    lowered = text.strip().lower()
-    if lowered in ("none", "null"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return int(value) if value.is_integer() and "." not in text and "e" not in lowered else value
-
-
 def _fmt(value: Any) -> str:
     """Numbers as written in configs: 1 -> '1.0', 0.6 -> '0.6' (params hold canonical ints for round floats)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = f"{float(value):g}"
-        return text if any(c in text for c in ".e") else f"{text}.0"
-    return str(value)
-
-
-def canon_param(value: Any) -> str:
-    """One text per param value: 8, 8.0 and '8.0' all read '8' (configs log 8, dataclass dumps 8.0); None and NaN
-    'None'; booleans 'True' / 'False'."""
-    if isinstance(value, str):
-        typed = _number(value)
-        return value if isinstance(typed, str) else canon_param(typed)
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return "None" if np.isnan(value) else f"{float(value):g}"
+        return tau_text(value)
     return str(value)
 
 
@@ -126,8 +99,9 @@ def condition_labels(runs: pd.DataFrame) -> pd.Series:
         modal = sorted(counts[counts == counts.max()].index)[0]
         differs = is_ead & (text != modal)
         extra = extra.where(~differs, extra + f" {k.split('.', 1)[1]}=" + text)
-    fixed = "fixed " + runs.get("sampling.tau", pd.Series(np.nan, index=runs.index)).map(_fmt)
-    ead_label = ("EAD" + extra).str.strip()
+    taus = runs.get("sampling.tau", pd.Series(np.nan, index=runs.index))
+    fixed = taus.map(lambda tau: condition_label("fixed", float(tau)) if pd.notna(tau) and tau != "" else "fixed")
+    ead_label = extra.map(lambda detail: condition_label("ead", detail=detail.strip()))
     other = kind.fillna("").astype(str)
     return pd.Series(np.where(kind == "fixed", fixed, np.where(is_ead, ead_label, other)), index=runs.index)
 
@@ -201,7 +175,7 @@ def load_runs(
             "end_time": pd.to_datetime(run.info.end_time, unit="ms") if run.info.end_time else pd.NaT,
             "artifact_uri": run.info.artifact_uri,
         }
-        row.update({k: _number(v) for k, v in run.data.params.items()})
+        row.update({k: typed_param(v) for k, v in run.data.params.items()})
         row.update({t: run.data.tags.get(t) for t in TAGS})
         rows.append(row)
     # Object columns keep each param as logged (2 stays 2, not 2.0, in a column where another run lacks it).

@@ -24,6 +24,8 @@ import matplotlib as mpl
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ead_core.schedule import condition_label
+
 # Paper sizes in inches.
 WIDTHS = {"single": 3.5, "double": 7.0}
 ROW_HEIGHT = {"single": 2.2, "double": 2.0}
@@ -79,18 +81,18 @@ def new_figure(nrows: int, ncols: int, width: str = "double", row_height: float 
 
 
 def canonical_condition(label: str) -> str:
-    """One spelling per condition: 'fixed_1' / 'fixed:1.0' / 'fixed 1' -> 'fixed 1.0'; 'ead' -> 'EAD'; inference-scaling
-    labels 'ead_paper_s200' -> 'EAD paper_s200' and 'ead_local' (the training default schedule) -> 'EAD'. Labels from
-    ``condition_labels`` pass through unchanged."""
+    """One spelling per condition (``ead_core.condition_label``), also for labels written by older versions:
+    'fixed_1' / 'fixed:1.0' / 'fixed1.0' / 'fixed 1' -> 'fixed 1.0'; 'ead' -> 'EAD'; inference-scaling labels
+    'ead_paper_s200' -> 'EAD paper_s200' and 'ead_local' (the training default schedule) -> 'EAD'. Labels already in
+    that spelling pass through unchanged."""
     text = str(label).strip()
     m = re.fullmatch(r"fixed[ _:]?([0-9]*\.?[0-9]+)", text, flags=re.IGNORECASE)
     if m:
-        tau = f"{float(m[1]):g}"
-        return f"fixed {tau if '.' in tau or 'e' in tau else tau + '.0'}"
+        return condition_label("fixed", float(m[1]))
     if text.lower() in ("ead", "ead_local"):  # inference scaling's ead:local is the training default EAD
-        return "EAD"
+        return condition_label("ead")
     m = re.fullmatch(r"ead[_:](.+)", text)
-    return f"EAD {m[1]}" if m else text
+    return condition_label("ead", detail=m[1]) if m else text
 
 
 def condition_order(conditions: Iterable[str]) -> list[str]:

@@ -17,7 +17,14 @@ from ead_core.metrics import (
     token_entropy,
     worst_at_k,
 )
-from ead_core.schedule import EADSchedule, FixedSchedule, Schedule, anneal_temperature, schedule_from_dict
+from ead_core.schedule import (
+    EADSchedule,
+    FixedSchedule,
+    Schedule,
+    anneal_temperature,
+    condition_label,
+    schedule_from_dict,
+)
 from ead_core.tis import truncated_is_weights
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "anneal_temperature",
     "best_at_k",
     "bootstrap_best_worst_at_k",
+    "condition_label",
     "correctness_metrics",
     "cumulative_entropy",
     "entropy_by_position",

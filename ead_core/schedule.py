@@ -16,6 +16,7 @@ EAD, for response position t (0-based, counted from the first generated token) a
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar, Union
 
@@ -127,6 +128,33 @@ class EADSchedule:
         set_("d_growth", check_range("d_growth", self.d_growth, ge=0.0))
         set_("d_cap", check_range("d_cap", self.d_cap, ge=self.d0, allow_inf=True, range_text=f"[d0={self.d0}, inf]"))
         set_("d_scale", check_range("d_scale", self.d_scale, gt=0.0))
+        if (msg := self.no_exploration_message()) is not None:
+            warnings.warn(msg, UserWarning, stacklevel=3)
+
+    def no_exploration_message(self) -> str | None:
+        """Why tau never exceeds 1 at t >= c at step 0 (no exploratory phase), or None when it does.
+
+        tau(c) > 1 needs a decay length d > c / ln(tau_max). The ``paper`` preset (c = 10, d = 25) gives tau(10) =
+        0.708: it anneals from the first sampled position on and only explores once d_s has grown past c / ln(tau_max).
+        """
+        tau_c = self.temperature(self.c, 0)
+        if tau_c > 1.0:
+            return None
+        head = f"EADSchedule {self.label} with c={self.c} never samples above tau = 1 after c at step 0"
+        if self.tau_max <= 1.0:
+            return f"{head}: tau_max={self.tau_max:g} <= 1, so it never does at any step"
+        need = self.c / math.log(self.tau_max)  # tau(c) > 1 iff d_s > need
+        d_max = self.d_scale * (self.d_cap if self.d_growth > 0 else self.d0)
+        if self.d_growth > 0 and d_max > need:
+            first = max(0, math.floor((need / self.d_scale - self.d0) / self.d_growth) + 1)
+            later = f"it first does at step {first} (d_s > c / ln(tau_max) = {need:.4g})"
+        else:
+            later = f"it never does at any step (d_s <= {d_max:.4g}, needs > c / ln(tau_max) = {need:.4g})"
+        return (
+            f"{head}: tau({self.c}) = {tau_c:.3f} with decay d = {self.decay(0):g} "
+            f"(tau_max={self.tau_max:g}); {later}. "
+            "Use a larger d0 or d_scale (e.g. the 'reference' preset) or a smaller c for an exploratory phase."
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> EADSchedule:
@@ -243,10 +271,29 @@ def schedule_from_dict(d: dict[str, Any]) -> Schedule:
     return cls(**params)
 
 
+def tau_text(tau: float) -> str:
+    """A temperature as configs write it: 1 -> '1.0', 0.6 -> '0.6'."""
+    text = f"{float(tau):g}"
+    return text if any(ch in text for ch in ".e") else f"{text}.0"
+
+
+def condition_label(kind: str, tau: float | None = None, detail: str = "") -> str:
+    """The one spelling of a sampling condition in run names, tables, figures and metric keys: 'EAD', 'EAD <detail>'
+    (a variant, e.g. 'EAD paper step:200'), 'fixed 0.6'; any other schedule kind is its own name (plus detail)."""
+    if kind == "fixed":
+        if tau is None:
+            raise ValueError("tau must be given for kind='fixed'")
+        return f"fixed {tau_text(tau)}"
+    name = "EAD" if kind == "ead" else str(kind)
+    return f"{name} {detail}".strip()
+
+
 __all__ = [
     "EADSchedule",
     "FixedSchedule",
     "Schedule",
     "anneal_temperature",
+    "condition_label",
     "schedule_from_dict",
+    "tau_text",
 ]

@@ -17,7 +17,6 @@ _EXPORTS = {
     "TISConfig": "config",
     "from_dict": "config",
     "Trainer": "train",
-    "flat_params": "train",
     "run": "train",
 }
 

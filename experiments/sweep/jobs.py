@@ -48,6 +48,7 @@ from experiments.tracking import (
     resolve_tracking_uri,
     safe_name,
 )
+from experiments.tracking.hashing import flat_params
 
 log = logging.getLogger(__name__)
 
@@ -272,12 +273,8 @@ def _verl_for_run(job: PreparedJob, cfg: DictConfig, run_id: str | None) -> Any:
 def _params(job: PreparedJob) -> dict[str, Any]:
     """MLflow params of a job (the local trainer logs its own config; verl logs its own under '/'-separated keys)."""
     if job.kind != "train":
-        from experiments.sweep.study_jobs import flat_params
-
         return {**flat_params(job.config), "study": job.kind}
     if job.backend == "verl":
-        from experiments.verl.config import flat_params
-
         return flat_params(job.config)
     return {}
 

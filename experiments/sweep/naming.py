@@ -6,6 +6,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ead_core.schedule import condition_label
+
 
 def plain(value: Any) -> Any:
     """A composed config value as plain Python data (nodes resolved to dicts and lists)."""
@@ -13,8 +15,8 @@ def plain(value: Any) -> Any:
 
 
 def sampling_label(s: Any) -> str:
-    """'ead' or 'fixed<tau>': the sampler's part of a run name."""
-    return "ead" if s.kind == "ead" else f"fixed{s.tau}"
+    """The sampler's condition label ('EAD', 'fixed 1.0'): ``ead_core.condition_label`` of a sampling config."""
+    return condition_label(s.kind, getattr(s, "tau", None))
 
 
 def run_name(rlvr: Any, config_hash: str) -> str:

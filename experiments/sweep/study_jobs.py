@@ -22,7 +22,6 @@ from experiments.studies import STUDIES
 from experiments.studies.common import PolicySource
 from experiments.sweep.naming import plain, sampling_label
 from experiments.tracking.hashing import config_hash
-from experiments.tracking.hashing import flat_params as flatten
 
 # Fields of a study that the sweep's top-level keys provide (not repeated under study.*).
 _FROM_TOP = {f.name for f in dataclasses.fields(PolicySource)} | {"sampling", "max_new_tokens"}
@@ -81,8 +80,3 @@ def study_run_name(name: str, study: Any, h: str) -> str:
     if name not in _NEEDS_POLICY:
         return f"{name}-{h[:6]}"
     return f"{name}-{sampling_label(study.sampling)}-{study.size}-s{study.seed}-{h[:6]}"
-
-
-def flat_params(study: Any) -> dict[str, Any]:
-    """The study config as dotted MLflow params (same names and forms as a training run's: sampling.kind, size, ...)."""
-    return flatten(asdict(study))

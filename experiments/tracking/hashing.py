@@ -1,11 +1,12 @@
-"""Stable short hashes of configurations (the key for caches, dedup, resume and MLflow tags)."""
+"""One canonical form of configurations: stable short hashes (the key for caches, dedup, resume and MLflow tags), the
+flat params every job logs, and the text of a param value that analysis compares runs by."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+import math
 from typing import Any
 
 
@@ -28,9 +29,11 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def flat_params(obj: Any, leaf: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """A config (dataclass or nested dict) in canonical form, flattened to dotted keys: the MLflow params of every job
-    (``sampling.kind``, ``algorithm.name``, ...). ``leaf`` converts each value (e.g. lists to JSON text)."""
+def flat_params(obj: Any) -> dict[str, Any]:
+    """A config (dataclass, object with ``to_dict()``, or nested dict) in canonical form, flattened to dotted keys:
+    the MLflow params of every job (``sampling.kind``, ``algorithm.name``, ...). Lists become JSON text."""
+    if hasattr(obj, "to_dict") and not isinstance(obj, dict):
+        obj = obj.to_dict()
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -38,7 +41,35 @@ def flat_params(obj: Any, leaf: Callable[[Any], Any] | None = None) -> dict[str,
             for k, v in node.items():
                 walk(f"{prefix}{k}.", v)
         else:
-            out[prefix[:-1]] = leaf(node) if leaf else node
+            out[prefix[:-1]] = json.dumps(node) if isinstance(node, list) else node
 
     walk("", canonical(obj))
     return out
+
+
+def typed_param(text: Any) -> Any:
+    """A param value read back from MLflow (always text) as the number, boolean or None it spells; else the text."""
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in lowered else value
+
+
+def param_text(value: Any) -> str:
+    """One text per param value, what analysis compares and groups runs by: 8, 8.0 and '8.0' all read '8' (the same
+    rule as ``canonical``); None and NaN read 'None'; booleans 'True' / 'False'."""
+    value = typed_param(value)
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        value = float(value)
+        return "None" if math.isnan(value) else f"{value:g}"
+    return str(value)

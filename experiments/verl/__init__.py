@@ -25,7 +25,6 @@ _EXPORTS = {
     "preset": "config",
     "from_dict": "config",
     "apply_overrides": "config",
-    "flat_params": "config",
     "to_verl_overrides": "overrides",
     "build_command": "overrides",
     "ray_env_vars": "overrides",

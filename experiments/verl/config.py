@@ -21,7 +21,6 @@ import yaml
 from ead_core.schedule import EADSchedule, Schedule
 from experiments.local.config import ALGORITHMS, SamplingConfig, TISConfig
 from experiments.tracking.hashing import config_hash
-from experiments.tracking.hashing import flat_params as flatten
 
 REWARDS = ("math_verify", "boxed")
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -443,8 +442,3 @@ def apply_overrides(cfg: VerlRunConfig, overrides: dict[str, Any]) -> VerlRunCon
             else:
                 node = node[p]
     return from_dict(d)
-
-
-def flat_params(cfg: VerlRunConfig) -> dict[str, Any]:
-    """The config flattened to dotted keys, canonical like the local trainer's params (25.0 -> 25)."""
-    return flatten(cfg.to_dict())

@@ -8,7 +8,8 @@ import pytest
 
 from ead_core.schedule import EADSchedule, FixedSchedule
 from experiments.local.config import SamplingConfig, TISConfig
-from experiments.verl.config import PRESETS, VerlRunConfig, apply_overrides, flat_params, from_dict, preset
+from experiments.tracking.hashing import flat_params
+from experiments.verl.config import PRESETS, VerlRunConfig, apply_overrides, from_dict, preset
 
 
 @pytest.mark.parametrize(

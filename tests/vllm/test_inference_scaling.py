@@ -1,4 +1,4 @@
-"""The inference-time scaling study (experiments/studies/inference_scaling.py) end to end on the real vLLM CPU engine.
+"""The inference-time scaling study (experiments/studies/inference/) end to end on the real vLLM CPU engine.
 
 One run of the real command line in a subprocess (one engine, three conditions, N up to 16) on a small
 character-level policy that has partly memorised this test's eval prompts (60 SFT steps, about a second):
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 420
 N_GRID = [1, 2, 4, 8, 16]
 CONDITIONS = ["ead:local", "fixed:0.6", "fixed:1.2"]
-LABELS = ["ead_local", "fixed_0.6", "fixed_1.2"]
+LABELS = ["EAD", "fixed 0.6", "fixed 1.2"]
 PROMPTS = 12
 METRICS = ("maj_at_n", "pass_at_n", "worst_at_n", "mean_at_n")
 MLFLOW_SAFE = re.compile(r"^[A-Za-z0-9_\-./: ]+$")
@@ -96,15 +96,15 @@ def _tail(path: Path, n: int = 6000) -> str:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run ``python -m experiments.studies.inference_scaling`` once; return its run dir's params, metrics and tables."""
+    """Run ``python -m experiments.studies.inference`` once; return its run dir's params, metrics and tables."""
     work = tmp_path_factory.mktemp("inference_scaling")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     # The import check runs beside the study: importing the module must not pull in vLLM, verl, Hydra or MLflow.
-    probe = "import sys, experiments.studies.inference_scaling; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    probe = "import sys, experiments.studies.inference; print(sorted({m.split('.')[0] for m in sys.modules}))"
     imports = subprocess.Popen([sys.executable, "-c", probe], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     policy = build_memorised_policy(work / "policy", PROMPTS)
     run_dir, log = work / "run", work / "study.log"
-    cmd = [sys.executable, "-m", "experiments.studies.inference_scaling", "--run-dir", str(run_dir), "--quiet"]
+    cmd = [sys.executable, "-m", "experiments.studies.inference", "--run-dir", str(run_dir), "--quiet"]
     cmd += ["--policy-dir", str(policy), "--eval-prompts", str(PROMPTS), "--n-grid", json.dumps(N_GRID)]
     cmd += ["--conditions", json.dumps(CONDITIONS), "--max-tokens", "16", "--n-bootstrap", "400"]
     # A step budget below the first step's prefill (192 prompts of ~10 tokens) makes the scheduler spread the
@@ -158,8 +158,8 @@ def test_run_finished_and_logged_every_step_and_metric(study: dict[str, Any]) ->
     p = study["params"]
     assert p["policy_dir_resolved"] == study["policy"] and p["samples_per_prompt"] == max(N_GRID)
     assert p["vote_resolved"] == "response"  # countdown votes on the solution text (see the module docstring)
-    assert json.loads(p["condition.fixed_0.6"]) == {"kind": "fixed", "tau": 0.6, "step": 0}
-    assert json.loads(p["condition.ead_local"])["kind"] == "ead"
+    assert json.loads(p["condition.fixed 0.6"]) == {"kind": "fixed", "tau": 0.6, "step": 0}
+    assert json.loads(p["condition.EAD"])["kind"] == "ead"
 
 
 @pytest.mark.vllm
@@ -203,7 +203,7 @@ def test_majority_at_one_is_the_mean(study: dict[str, Any], label: str) -> None:
 @pytest.mark.vllm
 def test_conditions_sample_differently(study: dict[str, Any]) -> None:
     c = study["conditions"]
-    cold, hot, ead = c["fixed_0.6"], c["fixed_1.2"], c["ead_local"]
+    cold, hot, ead = c["fixed 0.6"], c["fixed 1.2"], c["EAD"]
     # Same prompts and seeds: the hotter temperature has a higher behaviour NLL per token, more distinct
     # responses and lower accuracy; EAD matches neither (a processor that ignored extra_args would give
     # three identical samplers here, since every condition uses the same per-prompt seeds).
@@ -223,11 +223,11 @@ def test_module_import_is_light(study: dict[str, Any]) -> None:
 
 @pytest.mark.vllm
 def test_rerun_of_a_finished_run_returns_at_once(study: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    from experiments.studies.inference_scaling import main
+    from experiments.studies.inference.__main__ import main
 
     assert main(["--run-dir", str(study["run_dir"]), "--policy-dir", study["policy"]]) == 0
     out = capsys.readouterr().out
-    assert "already finished" in out and "fixed_1.2" in out
+    assert "already finished" in out and "fixed 1.2" in out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def test_rerun_of_a_finished_run_returns_at_once(study: dict[str, Any], capsys: 
 
 
 def _cfg(**kw: Any) -> Any:
-    from experiments.studies.inference_scaling import EngineConfig, InferenceScalingConfig
+    from experiments.studies.inference import EngineConfig, InferenceScalingConfig
 
     engine = kw.pop("engine", {})
     return InferenceScalingConfig(**kw, engine=EngineConfig(**engine))
@@ -279,7 +279,7 @@ def test_bad_config_names_the_parameter(kw: dict[str, Any], name: str) -> None:
 
 
 def test_command_line_refuses_bad_input_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
-    from experiments.studies.inference_scaling import main
+    from experiments.studies.inference.__main__ import main
 
     assert main(["--n-grid", "[8, 4]"]) == 2
     assert "n_grid" in capsys.readouterr().err
@@ -288,24 +288,24 @@ def test_command_line_refuses_bad_input_before_any_work(capsys: pytest.CaptureFi
 def test_condition_specs() -> None:
     from ead_core.schedule import EADSchedule, FixedSchedule
     from experiments.local.config import SamplingConfig
-    from experiments.studies.inference_scaling import parse_condition
+    from experiments.studies.inference import parse_condition
 
     c = parse_condition("ead:paper@200")
-    assert (c.label, c.schedule, c.step) == ("ead_paper_s200", EADSchedule.preset("paper"), 200.0)
+    assert (c.label, c.schedule, c.step) == ("EAD paper step:200", EADSchedule.preset("paper"), 200.0)
     c = parse_condition("ead:local")
-    assert (c.label, c.schedule, c.step) == ("ead_local", SamplingConfig().schedule(), 0.0)
+    assert (c.label, c.schedule, c.step) == ("EAD", SamplingConfig().schedule(), 0.0)
     c = parse_condition("mine=ead:reference,tau_min=0.8,c=3@5")
     assert (c.label, c.schedule, c.step) == ("mine", EADSchedule.preset("reference", tau_min=0.8, c=3), 5.0)
-    assert parse_condition("ead:reference,tau_min=0.8").label == "ead_reference_tau_min0.8"
+    assert parse_condition("ead:reference,tau_min=0.8").label == "EAD reference tau_min:0.8"
     c = parse_condition("fixed:1.0")
-    assert (c.label, c.schedule) == ("fixed_1.0", FixedSchedule(1.0))
+    assert (c.label, c.schedule) == ("fixed 1.0", FixedSchedule(1.0))
     c = parse_condition({"kind": "ead", "preset": "reference", "d0": 25, "c": 10, "d_growth": 5, "step": 37})
     assert (
-        c.label == "ead_reference_s37"
+        c.label == "EAD reference step:37"
         and c.schedule == SamplingConfig("ead", "reference", d0=25, c=10, d_growth=5).schedule()
     )
     assert parse_condition({"kind": "fixed", "tau": 0.6, "label": "base"}).label == "base"
-    assert parse_condition({"kind": "fixed", "tau": 1}).label == "fixed_1.0"
+    assert parse_condition({"kind": "fixed", "tau": 1}).label == "fixed 1.0"
 
 
 def test_warm_start_settings_follow_the_config() -> None:
@@ -322,7 +322,7 @@ def test_warm_start_settings_follow_the_config() -> None:
 
 def test_scaling_metrics_arithmetic() -> None:
     from ead_core.metrics import majority_at_n
-    from experiments.studies.inference_scaling import scaling_metrics
+    from experiments.studies.inference import scaling_metrics
 
     # Prompt 0: 1 of 4 correct (the brief's test vectors: pass@1 .25, pass@2 .5, pass@4 1, worst@2 0);
     # prompt 1: 3 of 4 correct (worst@2 .5), and the wrong answer "b" never wins a vote of 4.
@@ -340,7 +340,8 @@ def test_finished_run_dir_is_published_to_mlflow_once(tmp_path: Path, capsys: py
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
 
-    from experiments.studies.inference_scaling import BACKEND, InferenceScalingConfig, main
+    from experiments.studies.inference import BACKEND, InferenceScalingConfig
+    from experiments.studies.inference.__main__ import main
     from experiments.tracking.loggers import JsonlLogger
 
     run_dir, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
