@@ -1,6 +1,7 @@
 """Synthetic verifiable tasks: countdown and multi-digit arithmetic.
 
-Each task makes seeded, disjoint train/eval splits of ``Problem``s, a solver-written reference
+Each task draws seeded train/eval ``Problem``s (``split_problems``; which split a prompt belongs to is a hash of
+its text, ``prompt_split``, so the splits are disjoint for every seed), a solver-written reference
 solution for warm-start SFT, and a verifier that parses the model's text safely (a small
 recursive-descent parser over exact rationals, never ``eval``), returns 0.0 for malformed output
 and never raises. ``extract_answer`` gives the final answer used for majority voting.
@@ -13,6 +14,7 @@ Formats (character level, one line):
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import random
 import re
@@ -43,6 +45,12 @@ class Task(Protocol):
     def problems(self, split: str, n: int, seed: int) -> list[Problem]: ...
     def verify(self, problem: Problem, response: str) -> float: ...
     def extract_answer(self, problem: Problem, response: str) -> str | None: ...
+
+
+class SplitSource(Protocol):
+    """What ``split_problems`` needs: one random problem per call, and a stable ``repr`` that seeds the draws."""
+
+    def make(self, rng: random.Random) -> Problem: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +245,7 @@ class Countdown:
                 return Problem(prompt=prompt, target=target, numbers=nums, solution=f"{sol}={target}")
 
     def problems(self, split: str, n: int, seed: int) -> list[Problem]:
-        return _split_problems(self, split, n, seed)
+        return split_problems(self, split, n, seed)
 
     def _evaluate(self, problem: Problem, response: str) -> tuple[Fraction, str | None] | None:
         text = response.strip()
@@ -305,7 +313,7 @@ class Arithmetic:
         return Problem(prompt=f"{a}{op}{b}=", target=target, numbers=(a, b), solution=str(target))
 
     def problems(self, split: str, n: int, seed: int) -> list[Problem]:
-        return _split_problems(self, split, n, seed)
+        return split_problems(self, split, n, seed)
 
     def extract_answer(self, problem: Problem, response: str) -> str | None:
         m = re.fullmatch(r"\s*(-?\d{1,20})\s*", response)
@@ -322,57 +330,51 @@ class Arithmetic:
 # ---------------------------------------------------------------------------------------------
 
 
-_SPLIT_SALT = {"train": 0, "eval": 1}
+SPLIT_VERSION = 2  # bump whenever prompt_split changes: warm-start caches and config hashes include it
+EVAL_FRACTION = 0.1  # share of all prompts (of every task and difficulty) that is eval-only
+EVAL_RESERVE = 256  # the most eval prompts the studies ask for (every eval prompt is held out of training)
+_SPLITS = ("train", "eval")
 
 
-def _split_problems(task: Countdown | Arithmetic, split: str, n: int, seed: int) -> list[Problem]:
-    """Seeded problems; eval prompts never appear in train (train draws skip any eval prompt).
+def prompt_split(prompt: str) -> str:
+    """'eval' or 'train' for a prompt: a property of its text alone, not of a seed, a size or a task's knobs.
 
-    The eval split is a fixed set per (task, seed) of size ``n``; train draws are reproducible per seed.
+    A salted sha256 of the text (stable across processes and machines, unlike Python's ``hash``) sends a fixed
+    fraction EVAL_FRACTION of all prompts to eval, so no seed's training pool or warm-start data ever holds an eval
+    prompt of any seed.
     """
-    if split not in _SPLIT_SALT:
+    digest = hashlib.sha256(f"ead-split-v{SPLIT_VERSION}\0{prompt}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") < EVAL_FRACTION * 2**64 else "train"
+
+
+def split_problems(task: SplitSource, split: str, n: int, seed: int) -> list[Problem]:
+    """``n`` problems of ``split`` drawn with ``task.make`` from a generator seeded by (task, split, seed).
+
+    Works for any task with a ``make(rng)`` and a stable ``repr`` (a frozen dataclass). Draws whose prompt belongs to
+    the other split (``prompt_split``) are skipped, so train and eval are disjoint whatever the seeds and sizes.
+    Eval problems are distinct; train draws may repeat (a pool sampled with replacement).
+    """
+    if split not in _SPLITS:
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    eval_rng = random.Random(f"{task}/eval/{seed}")
-    if split == "eval":
-        out, seen = [], set()
-        for _ in range(100 * n + 1000):  # bounded: small tasks have few distinct prompts
-            if len(out) == n:
-                return out
-            p = task.make(eval_rng)
-            if p.prompt not in seen:
-                seen.add(p.prompt)
-                out.append(p)
+    rng = random.Random(f"{task}/{split}/{seed}")
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for _ in range(int(100 * n / (EVAL_FRACTION if split == "eval" else 1 - EVAL_FRACTION)) + 10000):
         if len(out) == n:
-            return out
-        raise ValueError(f"{task} has too few distinct prompts for {n} eval problems; make it harder")
-    held_out = _held_out(task, seed)
-    rng = random.Random(f"{task}/train/{seed}")
-    out = []
-    for _ in range(100 * n + 10000):
-        if len(out) == n:
-            return out
-        p = task.make(rng)
-        if p.prompt not in held_out:
-            out.append(p)
-    if len(out) == n:
-        return out
-    raise ValueError(f"{task} has too few prompts outside its {len(held_out)} held-out eval prompts; make it harder")
-
-
-EVAL_RESERVE = 256  # the first 256 eval problems of a seed are never used for training
-
-
-@functools.lru_cache(maxsize=64)
-def _held_out(task: Countdown | Arithmetic, seed: int) -> frozenset[str]:
-    """The first EVAL_RESERVE eval prompts (fewer when the task has fewer distinct prompts)."""
-    rng, seen = random.Random(f"{task}/eval/{seed}"), set()
-    for _ in range(100 * EVAL_RESERVE):
-        if len(seen) == EVAL_RESERVE:
             break
-        seen.add(task.make(rng).prompt)
-    return frozenset(seen)
+        p = task.make(rng)
+        if prompt_split(p.prompt) != split or (split == "eval" and p.prompt in seen):
+            continue
+        seen.add(p.prompt)
+        out.append(p)
+    if len(out) < n:
+        raise ValueError(
+            f"{task} has too few distinct {split} prompts for n={n} ({len(seen)} found; {split} is "
+            f"{EVAL_FRACTION if split == 'eval' else 1 - EVAL_FRACTION:.0%} of all prompts); make it harder"
+        )
+    return out
 
 
 TASKS = {"countdown": Countdown, "arithmetic": Arithmetic}

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.local.policy import SIZES, build_policy, load_policy, save_policy
-from experiments.local.tasks import make_task
+from experiments.local.tasks import SPLIT_VERSION, Problem, make_task
 from experiments.tracking.hashing import config_hash
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,13 @@ class WarmStartConfig:
 
     @property
     def key(self) -> str:
-        return config_hash(asdict(self))
+        """Cache key: the config and the train/eval split version (a cache from an older split held eval prompts)."""
+        return config_hash({**asdict(self), "split_version": SPLIT_VERSION})
+
+
+def sft_data(cfg: WarmStartConfig) -> list[Problem]:
+    """The SFT problems: ``n_train`` draws of the task's train split (never an eval prompt, of any seed)."""
+    return make_task(cfg.task, **cfg.task_knobs).problems("train", cfg.n_train, seed=cfg.seed)
 
 
 def _sft_batch(tokenizer, texts: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,9 +83,8 @@ def _sft_batch(tokenizer, texts: list[tuple[str, str]]) -> tuple[torch.Tensor, t
 
 def train_sft(cfg: WarmStartConfig, progress: bool = True):
     """Train the warm start from scratch (deterministic in cfg.seed) and return (model, tokenizer, losses)."""
-    task = make_task(cfg.task, **cfg.task_knobs)
     model, tok = build_policy(cfg.size, seed=cfg.seed)
-    data = task.problems("train", cfg.n_train, seed=cfg.seed)
+    data = sft_data(cfg)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     warmup = max(1, cfg.steps // 20)
@@ -117,7 +122,10 @@ def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progre
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     save_policy(model, tok, tmp)
     (tmp / "warmstart.json").write_text(
-        __import__("json").dumps({"config": asdict(cfg), "final_loss": losses[-1] if losses else None}, indent=2)
+        __import__("json").dumps(
+            {"config": asdict(cfg), "split_version": SPLIT_VERSION, "final_loss": losses[-1] if losses else None},
+            indent=2,
+        )
     )
     (tmp / "DONE").write_text("ok\n")
     if path.exists():  # another process finished first: keep theirs

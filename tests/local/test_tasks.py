@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.local.tasks import ALPHABET, Arithmetic, Countdown, ParseError, Problem, make_task, parse_expression
+from experiments.local.tasks import (
+    ALPHABET,
+    EVAL_FRACTION,
+    SPLIT_VERSION,
+    Arithmetic,
+    Countdown,
+    ParseError,
+    Problem,
+    make_task,
+    parse_expression,
+    prompt_split,
+)
+from experiments.local.warmstart import WarmStartConfig, sft_data
+from tests.conftest import EASY_COUNTDOWN
+
+REPO = Path(__file__).resolve().parents[2]
 
 CD = Countdown()
 P = Problem(prompt="3 5 7>22:", target=22, numbers=(3, 5, 7))
@@ -77,20 +97,68 @@ def test_arithmetic_solutions_verify(seed, digits, ops):
         assert task.verify(p, str(p.target + 1)) == 0.0
 
 
-def test_splits_are_seeded_and_disjoint():
+SPLIT_TASKS = [Countdown(), Countdown(**EASY_COUNTDOWN), Arithmetic(digits=2, ops="+-*")]
+
+
+@pytest.mark.parametrize("task", SPLIT_TASKS, ids=repr)
+def test_no_eval_prompt_of_any_seed_is_trained_on(task):
+    """Eval prompts of every seed and size stay out of every seed's training pool and warm-start SFT data (the old
+    per-seed reserve leaked: 19 of 300 same-seed eval prompts sat in the train pool, 53 of 64 in another seed's
+    warm-start data)."""
+    seeds = (0, 1, 2, 17)
+    evals = {p.prompt for s in seeds for n in (1, 30, 60) for p in task.problems("eval", n, s)}
+    train = {p.prompt for s in seeds for n in (10, 1500) for p in task.problems("train", n, s)}
+    name = "countdown" if isinstance(task, Countdown) else "arithmetic"
+    knobs = {f: getattr(task, f) for f in task.__dataclass_fields__ if f != "name"}
+    sft = {
+        p.prompt for s in seeds for p in sft_data(WarmStartConfig(task=name, task_knobs=knobs, seed=s, n_train=1500))
+    }
+    assert len(evals) >= 60 and len(train) > 400 and len(sft) > 400  # the sets are big enough to collide by chance
+    assert not evals & train
+    assert not evals & sft
+    assert all(prompt_split(p) == "eval" for p in evals) and all(prompt_split(p) == "train" for p in train | sft)
+
+
+def test_split_is_a_fixed_share_of_prompts_and_seeded_draws():
+    prompts = [f"{a}+{b}=" for a in range(100, 300) for b in range(100, 200)]
+    share = sum(prompt_split(p) == "eval" for p in prompts) / len(prompts)
+    assert share == pytest.approx(EVAL_FRACTION, abs=0.01)
     a = CD.problems("train", 300, seed=3)
     assert a == CD.problems("train", 300, seed=3)
     assert a != CD.problems("train", 300, seed=4)
-    ev = {p.prompt for p in CD.problems("eval", 100, seed=3)}
-    assert len(ev) == 100  # no duplicate eval prompts
-    assert not ev & {p.prompt for p in a}
+    ev = CD.problems("eval", 100, seed=3)
+    assert len({p.prompt for p in ev}) == 100  # no duplicate eval prompts
+    assert ev[:10] == CD.problems("eval", 10, seed=3)  # a smaller eval set is a prefix of a larger one
+    assert {p.prompt for p in ev} != {p.prompt for p in CD.problems("eval", 100, seed=4)}
     with pytest.raises(ValueError, match="split"):
         CD.problems("test", 1, 0)
-    tiny = Arithmetic(digits=1, ops="+")  # 81 distinct prompts: all reserved for eval
-    with pytest.raises(ValueError, match="too few"):
-        tiny.problems("train", 10, 0)
-    with pytest.raises(ValueError, match="too few"):
-        tiny.problems("eval", 100, 0)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        CD.problems("eval", -1, 0)
+    tiny = Arithmetic(digits=1, ops="+")  # 81 distinct prompts, about 8 of them eval
+    assert len(tiny.problems("train", 200, 0)) == 200  # train draws repeat
+    with pytest.raises(ValueError, match="too few distinct eval prompts"):
+        tiny.problems("eval", 40, 0)
+
+
+# Pinned: if this changes, the split changed; bump SPLIT_VERSION (warm-start caches and config hashes carry it).
+PINNED_EVAL = ["7 9 9>1:", "7 8 9>2:", "8 5 4>44:", "3 5 7>10:", "100+107="]
+
+
+def test_split_is_stable_across_processes():
+    """sha256 of the text, not Python's salted hash(): other processes (other PYTHONHASHSEED) agree."""
+    code = (
+        "from experiments.local.tasks import Countdown, prompt_split; import json; "
+        "print(json.dumps([[p.prompt for p in Countdown().problems('eval', 30, 5)], "
+        f"[prompt_split(p) for p in {PINNED_EVAL + ['3 5 7>22:']!r}]]))"
+    )
+    here = [[p.prompt for p in CD.problems("eval", 30, 5)], [prompt_split(p) for p in PINNED_EVAL + ["3 5 7>22:"]]]
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO)}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+        )
+        assert json.loads(out.stdout) == here
+    assert SPLIT_VERSION == 2 and here[1] == ["eval"] * len(PINNED_EVAL) + ["train"]
 
 
 def test_make_task_errors_name_the_parameter():
