@@ -189,7 +189,9 @@ def test_mrv2_slot_reuse_and_batches_without_ead() -> None:
     assert torch.equal(got[0], x[0])
     torch.testing.assert_close(got[1], x[1] / 0.25)
     only_plain = torch.randn(1, 16)
+    before = only_plain.clone()
     assert proc.apply(only_plain, _ctx([1], [10])) is only_plain  # host-side early exit, nothing computed
+    assert torch.equal(only_plain, before)
 
     # A new request in slot 0 fully replaces the previous occupant's schedule.
     assert proc.add_request(0, SamplingParams()) is False
@@ -342,7 +344,8 @@ def test_v1_batch_with_only_plain_or_warmup_rows_is_not_touched() -> None:
     ead = sampling_params(EADSchedule(tau_max=1.2, tau_min=0.3, d0=20, c=4), 0)
     proc.update_state(BatchUpdate(2, [], [(0, SamplingParams(), [5], []), (1, ead, [5], out)], []))
     x = torch.randn(2, 8)
-    assert proc.apply(x) is x and torch.equal(x, x.clone())  # t = 0 < c: tau = 1 everywhere
+    before = x.clone()
+    assert proc.apply(x) is x and torch.equal(x, before)  # t = 0 < c: tau = 1 everywhere, nothing divided
     out.extend([7] * 10)
     y = torch.randn(2, 8)
     z = proc.apply(y.clone())
