@@ -145,11 +145,11 @@ class EADSchedule:
             return f"{head}: tau_max={self.tau_max:g} <= 1, so it never does at any step"
         need = self.c / math.log(self.tau_max)  # tau(c) > 1 iff d_s > need
         d_max = self.d_scale * (self.d_cap if self.d_growth > 0 else self.d0)
-        if self.d_growth > 0 and d_max > need:
-            first = max(0, math.floor((need / self.d_scale - self.d0) / self.d_growth) + 1)
-            later = f"it first does at step {first} (d_s > c / ln(tau_max) = {need:.4g})"
+        steps = (need / self.d_scale - self.d0) / self.d_growth if self.d_growth > 0 else math.inf
+        if d_max > need and steps < 1e15:
+            later = f"it first does at step {max(0, math.floor(steps) + 1)} (d_s > c / ln(tau_max) = {need:.4g})"
         else:
-            later = f"it never does at any step (d_s <= {d_max:.4g}, needs > c / ln(tau_max) = {need:.4g})"
+            later = f"it never does in practice (d_s <= {min(d_max, need):.4g}, needs > c / ln(tau_max) = {need:.4g})"
         return (
             f"{head}: tau({self.c}) = {tau_c:.3f} with decay d = {self.decay(0):g} "
             f"(tau_max={self.tau_max:g}); {later}. "

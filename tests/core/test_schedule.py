@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ead_core.schedule import EADSchedule, FixedSchedule, anneal_temperature, schedule_from_dict
+
+# Random schedules often have no exploratory phase; the tests of that warning below check it explicitly.
+pytestmark = pytest.mark.filterwarnings("ignore:EADSchedule.*never samples above tau:UserWarning")
 
 taus = st.floats(0.05, 3.0)
 
@@ -231,3 +235,38 @@ def test_anneal_kernel_broadcasts_per_row_parameters():
     )
     torch.testing.assert_close(out[0], a.temperatures(t, 4))
     torch.testing.assert_close(out[1], b.temperatures(t, 4))
+
+
+def test_schedule_that_never_explores_after_c_warns_once_with_the_numbers():
+    """The paper preset (c = 10, d = 25) gives tau(10) = 0.708: no position after c samples above tau = 1 until d_s
+    has grown past c / ln(tau_max) = 54.85 (step 6 at 5 per step)."""
+    with pytest.warns(UserWarning, match=r"tau\(10\) = 0\.708 .*first does at step 6 .*54\.85") as rec:
+        s = EADSchedule.preset("paper")
+    assert len(rec) == 1
+    assert s.temperature(10, 5) <= 1.0 < s.temperature(10, 6)  # the step the warning names is right
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # built once: using it never warns again
+        s.temperatures(np.arange(50), 0)
+        s.temperature(12, 3)
+    with pytest.warns(UserWarning, match=r"tau\(10\) = 0\.708 .*never does in practice"):
+        EADSchedule.preset("paper", d_growth=0.0)
+    with pytest.warns(UserWarning, match=r"tau_max=1 <= 1"):
+        EADSchedule(tau_max=1.0, tau_min=0.5, d0=8.0, c=1)
+    with pytest.warns(UserWarning, match="tau = 1 after c"):
+        schedule_from_dict(EADSchedule.preset("paper", d_growth=0.0).to_dict())  # validated again when rebuilt
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EADSchedule.preset("reference"),
+        lambda: EADSchedule.preset("paper", c=0),
+        lambda: EADSchedule(tau_max=1.2, tau_min=0.1, d0=8.0, c=1, d_growth=0.2),  # the local backend's default
+        lambda: FixedSchedule(0.6),
+    ],
+)
+def test_schedules_with_an_exploratory_phase_do_not_warn(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = make()
+    assert s.kind == "fixed" or s.temperature(s.c, 0) > 1.0
