@@ -58,6 +58,7 @@ EAD_KEYS = [
 ]  # fmt: skip
 INFERENCE_BACKEND = "vllm_inference_scaling"  # experiments.studies.inference.BACKEND
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+REPORT_JOBS = ("figures", "verdict")  # runs that hold reports about other runs, not results
 _SQL_CHUNK = 500  # run ids per SELECT (SQLite allows 32766 bound variables; stay far below)
 
 
@@ -153,7 +154,7 @@ def load_runs(
     """One row per run of the experiment(s): RUN_COLUMNS, every param (typed), TAGS.
 
     ``statuses``: keep runs in these states (None: all, the ``status`` column tells them apart). ``jobs``: keep these
-    job kinds (None: every kind but 'figures'). ``tags`` filter in the query (exact strings); ``params`` after typing
+    job kinds (None: all but REPORT_JOBS). ``tags`` filter in the query (exact strings); ``params`` after typing
     ({'seed': 0, 'sampling.kind': ['ead', 'fixed']}). ``latest_only``: of several runs of one config hash (a forced
     re-run), keep the newest, so a seed is never counted twice.
     """
@@ -185,7 +186,7 @@ def load_runs(
     if frame.empty:
         return pd.DataFrame(columns=RUN_COLUMNS + TAGS)
     frame["job"] = job_kinds(frame)
-    keep = frame["job"].isin(list(jobs)) if jobs is not None else frame["job"] != "figures"
+    keep = frame["job"].isin(list(jobs)) if jobs is not None else ~frame["job"].isin(list(REPORT_JOBS))
     if statuses:
         keep &= frame["status"].isin(list(statuses))
     for k, v in (params or {}).items():
