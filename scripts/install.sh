@@ -33,6 +33,14 @@ echo "$EAD_TORCH" > "$CONSTRAINTS"
 if [ "$what" = all ] || [ "$what" = main ]; then
   log "main environment (.venv): $EAD_TORCH + ead-harness[all]"
   "$UV" pip install -q --python .venv/bin/python "${FIND_LINKS[@]}" -c "$CONSTRAINTS" -C editable_mode=compat "$EAD_TORCH" -e ".[all]"
+  # Debian packages the main suite runs: shellcheck lints the Slurm/verl launch scripts (tests/verl/test_launch.py).
+  if ! command -v shellcheck >/dev/null; then
+    log "installing shellcheck (Debian package)"
+    SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo -n)
+    "${SUDO[@]}" apt-get install -y -q shellcheck >/dev/null 2>&1 \
+      || { "${SUDO[@]}" apt-get update -q >/dev/null && "${SUDO[@]}" apt-get install -y -q shellcheck >/dev/null; } \
+      || { log "could not install shellcheck (apt-get needs root): its test will fail"; exit 1; }
+  fi
 fi
 
 if [ "$what" = all ] || [ "$what" = vllm ]; then

@@ -1,4 +1,5 @@
-"""Shared test set-up: a private warm-start cache and a small warm-started policy for the session."""
+"""Shared test set-up: the skip policy (tests/skip_policy.py: under scripts/test.sh and CI a skip whose reason is not
+"needs a CUDA GPU" / "needs a GPU" fails the run), a private warm-start cache and a small warm-started policy."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.analysis_store"]
+pytest_plugins = ["tests.skip_policy", "tests.fixtures.services", "tests.fixtures.analysis_store"]
 
 
 @pytest.fixture(scope="session")
