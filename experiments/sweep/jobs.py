@@ -6,21 +6,20 @@ the sweep's own keys) from the config tree in ``sweeps/``; Hydra checks types ag
 (``hydra_plugins/ead_sweeper``) calls :func:`prepare` on every job of a multirun before any job is launched, and
 :func:`run_job` calls it again inside the job.
 
-:func:`run_job` makes the job resumable and idempotent: its run directory is ``<runs_root>/<experiment>/<hash>``
-(checkpoint, JSONL log, policy), its MLflow run is found by the ``config_hash`` tag and continued (see
-``experiments.tracking``), and a hash whose latest run FINISHED is skipped unless ``force=true``.
+:func:`run_job` is prepare -> :class:`~experiments.tracking.TrackedRun` -> ``job.run(logger, run_dir)``: the
+lifecycle object finds, continues or creates the MLflow run of the config hash (a FINISHED one is skipped unless
+``force=true``), locks the run directory ``<runs_root>/<experiment>/<hash>`` (checkpoint, JSONL log, policy), logs
+tags, params and the config, backfills, and records the end state; the job only runs itself with the logger.
+
+The sweep's own keys (``experiment_name``, ``tracking``, ``runs_root``, ``force``, ``dry_run``, ``progress``,
+``config_hash``) say where and how a job runs, never what it computes: none of them is part of any config hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
-import os
-import shutil
-import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -33,21 +32,7 @@ from omegaconf.errors import MissingMandatoryValue
 from experiments.local.config import RLVRConfig, from_dict
 from experiments.local.policy import SIZES
 from experiments.sweep.naming import plain, run_name
-from experiments.tracking import (
-    FINISHED,
-    RUNNING,
-    MlflowRunLogger,
-    RunEndGuard,
-    Terminated,
-    backfill_from_run_dir,
-    ensure_experiment,
-    git_commit,
-    host,
-    latest_run,
-    make_client,
-    resolve_tracking_uri,
-    safe_name,
-)
+from experiments.tracking import MlflowRunLogger, RunIdentity, TrackedRun, resolve_tracking_uri, safe_name
 from experiments.tracking.hashing import flat_params
 
 log = logging.getLogger(__name__)
@@ -127,7 +112,8 @@ def register_configs() -> None:
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """A composed, validated job: what to run, its identity and where it goes."""
+    """A composed, validated job: what to run, its identity and where it goes. It knows how to run itself with a
+    logger and a run directory (:meth:`run`); everything around that is the lifecycle's (``TrackedRun``)."""
 
     backend: str  # local | verl
     kind: str  # train | entropy | branching | schedule
@@ -135,6 +121,40 @@ class PreparedJob:
     config: Any  # RLVRConfig (local training), VerlRunConfig (verl training) or a study config
     experiment_name: str
     run_name: str
+    progress: bool | None = field(default=None, compare=False)  # progress bar (None: when stderr is a terminal)
+
+    def identity(self) -> RunIdentity:
+        return RunIdentity(self.experiment_name, self.config_hash, self.backend, self.run_name, job=self.kind)
+
+    def params(self) -> dict[str, Any]:
+        """MLflow params the lifecycle logs (the local trainer logs its own config; verl its own under '/' keys)."""
+        own: dict[str, Any] = {}
+        if self.kind != "train":
+            own = {**flat_params(self.config), "study": self.kind}
+        elif self.backend == "verl":
+            own = flat_params(self.config)
+        return {"backend.name": self.backend, "experiment_name": self.experiment_name, **own}
+
+    def config_dict(self) -> dict[str, Any]:
+        """The job's own config as plain data (artifact ``config/job.json``)."""
+        return self.config.to_dict() if self.kind == "train" else asdict(self.config)
+
+    def run(self, logger: MlflowRunLogger, run_dir: Path) -> dict[str, Any]:
+        """Do the work, logging through ``logger``, with ``run_dir`` for checkpoints and JSONL; return the summary's
+        extra entries (final eval metrics of a local training run, the row count of a study)."""
+        if self.kind != "train":
+            from experiments.sweep.study_jobs import run_study_job
+
+            return run_study_job(self.kind, self.config, logger, run_dir)
+        if self.backend == "verl":
+            from experiments.sweep.verl_jobs import run_verl_job
+
+            return run_verl_job(self.config, logger, run_dir, experiment=self.experiment_name, run_name=self.run_name)
+        from experiments.local.train import run as train
+
+        progress = self.progress if self.progress is not None else sys.stderr.isatty()
+        final = train(self.config, run_dir=run_dir, logger=logger, progress=progress)
+        return {k: float(v) for k, v in final.items() if k.startswith("eval/")}
 
 
 def _local_prepare(cfg: DictConfig) -> RLVRConfig:
@@ -189,16 +209,21 @@ def prepare(cfg: DictConfig) -> PreparedJob:
             f"config_hash is set by the sweeper and must match the composed config ({h}), got {cfg.config_hash!r}; "
             "the job composed a different config than the sweeper did (config files changed mid-sweep?)"
         )
-    return PreparedJob(backend, kind, h, config, str(cfg.experiment_name), name)
+    return PreparedJob(backend, kind, h, config, str(cfg.experiment_name), name, progress=cfg.progress)
 
 
 def describe(job: PreparedJob, cfg: DictConfig) -> str:
     """What a dry run shows for a job beyond its line in the plan: the exact verl command for verl jobs."""
     if job.backend != "verl" or job.kind != "train":
         return ""
+    from experiments.sweep.verl_jobs import for_run
     from experiments.verl.launch import dry_run
 
-    return dry_run(_verl_for_run(job, cfg, run_id=None))
+    base = launch_dir()
+    run_dir = run_dir_for(cfg.runs_root, job.experiment_name, job.config_hash, base)
+    uri = resolve_tracking_uri(cfg.tracking.uri, base)
+    return dry_run(for_run(job.config, tracking_uri=uri, run_id=None, experiment=job.experiment_name,
+                           run_name=job.run_name, ckpt_root=str(run_dir.parent)))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -238,141 +263,26 @@ def _hydra_overrides() -> str:
         return ""
 
 
-class RunDirBusy(RuntimeError):
-    """Another live process holds the run directory's lock (the same config is running elsewhere)."""
-
-
-def _lock(run_dir: Path) -> Any:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the job's lifetime
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunDirBusy(f"{run_dir} is in use by another running job with the same config hash") from None
-    f.write(f"{host()} {os.getpid()}\n")
-    f.flush()
-    return f
-
-
-def _verl_for_run(job: PreparedJob, cfg: DictConfig, run_id: str | None) -> Any:
-    """The verl config with this sweep's tracking URI, MLflow run and checkpoint root (runs_root/<experiment>)."""
-    from experiments.sweep.verl_jobs import for_run
-
-    base = launch_dir()
-    return for_run(
-        job.config,
-        tracking_uri=resolve_tracking_uri(cfg.tracking.uri, base),
-        run_id=run_id,
-        experiment=job.experiment_name,
-        run_name=job.run_name,
-        ckpt_root=str(run_dir_for(cfg.runs_root, job.experiment_name, job.config_hash, base).parent),
-    )
-
-
-def _params(job: PreparedJob) -> dict[str, Any]:
-    """MLflow params of a job (the local trainer logs its own config; verl logs its own under '/'-separated keys)."""
-    if job.kind != "train":
-        return {**flat_params(job.config), "study": job.kind}
-    if job.backend == "verl":
-        return flat_params(job.config)
-    return {}
-
-
-def _execute(job: PreparedJob, cfg: DictConfig, run_dir: Path, logger: MlflowRunLogger, progress: bool) -> dict:
-    """Run the job's work with ``logger`` (MLflow) and the run directory; return its final metrics."""
-    from experiments.tracking.loggers import JsonlLogger, MultiLogger
-
-    if job.kind != "train":
-        from experiments.studies import run_study
-
-        both = MultiLogger(JsonlLogger(run_dir), logger)
-        rows = run_study(job.kind, job.config, both)
-        return {"rows": len(rows)}
-    if job.backend == "verl":
-        from experiments.verl.launch import run as run_verl
-
-        vcfg = _verl_for_run(job, cfg, logger.run_id)
-        result = run_verl(vcfg, finalize_mlflow=False)
-        logger.set_tags({"verl_exit_code": result.returncode, "verl_ckpt_dir": result.ckpt_dir})
-        if result.status == "KILLED":  # the guard marks the MLflow run KILLED; a requeued job continues it
-            raise Terminated(signal.SIGTERM)
-        if result.returncode != 0:
-            raise RuntimeError(f"verl's trainer exited with {result.returncode}; see its output above")
-        return {}
-    from experiments.local.train import run as train
-
-    added = backfill_from_run_dir(logger, JsonlLogger(run_dir).records(), run_dir / "tables")
-    if added:
-        log.info("%s: backfilled %d step(s) from %s into MLflow", job.run_name, added, run_dir)
-    return train(job.config, run_dir=run_dir, logger=logger, progress=progress)
-
-
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one sweep job to completion (or resume it, or skip it when already finished); return a small summary.
 
-    Steps: validate; open the MLflow experiment (id from the sweeper, else get-or-create by name); look up the newest
-    run with this config hash: FINISHED -> skip unless ``force``; unfinished -> continue it; none (or ``force``) ->
-    a new run (``force`` also clears the run directory). Then lock the run directory, log tags, params and the
-    resolved config, backfill steps the run directory holds but MLflow lacks, and train with the MLflow logger
-    under :class:`~experiments.tracking.RunEndGuard`.
+    prepare (validate, hash) -> :class:`~experiments.tracking.TrackedRun` (experiment id from the sweeper, else
+    get-or-create; newest run of the hash: FINISHED -> skip unless ``force``, unfinished -> continue, none -> new;
+    lock, tags, params, the resolved config, backfill, end state) -> :meth:`PreparedJob.run`.
     """
     job = prepare(cfg)
     base = launch_dir()
-    uri = resolve_tracking_uri(cfg.tracking.uri, base)
-    client = make_client(uri)
-    experiment_id = cfg.tracking.experiment_id or ensure_experiment(client, job.experiment_name, uri)
     run_dir = run_dir_for(cfg.runs_root, job.experiment_name, job.config_hash, base)
-    summary: dict[str, Any] = {"config_hash": job.config_hash, "run_dir": str(run_dir), "experiment_id": experiment_id}
-
-    latest = latest_run(client, experiment_id, job.config_hash, job.backend)
-    if latest is not None and latest.info.status == FINISHED and not cfg.force:
-        log.info("%s: FINISHED in MLflow run %s; skipped (force=true re-runs)", job.run_name, latest.info.run_id)
-        return {**summary, "status": "skipped", "run_id": latest.info.run_id}
-
-    lock = _lock(run_dir)
-    try:
-        tags = {
-            "config_hash": job.config_hash,
-            "backend": job.backend,
-            "git_commit": git_commit(),
-            "slurm_job_id": _slurm_job_id(),
-            "host": host(),
-            "experiment": job.experiment_name,
-            "run_dir": str(run_dir),
-            "hydra_overrides": _hydra_overrides()[:5000],
-            "job": job.kind,
-        }
-        if latest is not None and latest.info.status != FINISHED:
-            run_id = latest.info.run_id
-            attempt = int(latest.data.tags.get("attempt", "1")) + 1
-            interruptions = int(latest.data.tags.get("interruptions", "0"))
-            client.update_run(run_id, status=RUNNING)
-            log.info("%s: continuing MLflow run %s (%s), attempt %d", job.run_name, run_id, latest.info.status, attempt)
-        else:
-            if latest is not None:  # force: a fresh run and a fresh run directory
-                log.info("%s: force=true, re-running (previous run %s FINISHED)", job.run_name, latest.info.run_id)
-                for child in run_dir.iterdir():
-                    if child.name != ".lock":
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
-            run = client.create_run(experiment_id, run_name=job.run_name, tags=tags)
-            run_id, attempt, interruptions = run.info.run_id, 1, 0
-            log.info("%s: new MLflow run %s in experiment %s", job.run_name, run_id, experiment_id)
-        logger = MlflowRunLogger(client, run_id)
-        logger.set_tags({**tags, "attempt": attempt, "end_reason": "running"})
-        logger.log_params({"backend.name": job.backend, "experiment_name": job.experiment_name, **_params(job)})
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
-        client.log_dict(run_id, job.config.to_dict() if job.kind == "train" else asdict(job.config), "config/job.json")
-        summary["run_id"] = run_id
-
-        progress = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
-        t0 = time.perf_counter()
-        with RunEndGuard(logger, interruptions):
-            final = _execute(job, cfg, run_dir, logger, progress)
-            logger.set_tags({"end_reason": "completed"})
-            logger.finish(FINISHED)
-        log.info("%s: FINISHED in %.1f s (MLflow run %s)", job.run_name, time.perf_counter() - t0, run_id)
-        keys = [k for k in final if k.startswith("eval/")]
-        return {**summary, "status": FINISHED, **{k: float(final[k]) for k in keys}}
-    finally:
-        lock.close()
+    tracked = TrackedRun(
+        job.identity(),
+        run_dir,
+        uri=cfg.tracking.uri,
+        base_dir=base,
+        experiment_id=cfg.tracking.experiment_id,
+        source="sweep.py",
+        extra_tags={"slurm_job_id": _slurm_job_id(), "hydra_overrides": _hydra_overrides()[:5000]},
+    )
+    artifacts = {"config/resolved.yaml": OmegaConf.to_yaml(cfg, resolve=True), "config/job.json": job.config_dict()}
+    return tracked.run(
+        lambda logger: job.run(logger, run_dir), force=bool(cfg.force), params=job.params(), artifacts=artifacts
+    )

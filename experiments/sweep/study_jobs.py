@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -22,6 +23,7 @@ from experiments.studies import STUDIES
 from experiments.studies.common import PolicySource
 from experiments.sweep.naming import plain, sampling_label
 from experiments.tracking.hashing import config_hash
+from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
 
 # Fields of a study that the sweep's top-level keys provide (not repeated under study.*).
 _FROM_TOP = {f.name for f in dataclasses.fields(PolicySource)} | {"sampling", "max_new_tokens"}
@@ -80,3 +82,11 @@ def study_run_name(name: str, study: Any, h: str) -> str:
     if name not in _NEEDS_POLICY:
         return f"{name}-{h[:6]}"
     return f"{name}-{sampling_label(study.sampling)}-{study.size}-s{study.seed}-{h[:6]}"
+
+
+def run_study_job(name: str, study: Any, logger: RunLogger, run_dir: Path) -> dict[str, Any]:
+    """Run study ``name``, logging to MLflow (``logger``) and to the run directory's JSONL; the row count."""
+    from experiments.studies import run_study
+
+    rows = run_study(name, study, MultiLogger(JsonlLogger(run_dir), logger))
+    return {"rows": len(rows)}

@@ -27,14 +27,17 @@ weight_decay, grad_clip) must stay at their defaults: a changed one is an error,
 from __future__ import annotations
 
 import dataclasses
+import signal
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from experiments.local.config import AlgorithmConfig, RLVRConfig
 from experiments.sweep.naming import plain
+from experiments.tracking import MlflowRunLogger, Terminated
 from experiments.verl.config import (
     PRESETS,
     DataConfig,
@@ -173,3 +176,28 @@ def for_run(
     out = apply_overrides(vcfg, over).validate()
     assert out.hash == vcfg.hash
     return out
+
+
+def run_verl_job(
+    vcfg: VerlRunConfig, logger: MlflowRunLogger, run_dir: Path, *, experiment: str, run_name: str
+) -> dict[str, Any]:
+    """Run verl's trainer inside the job's MLflow run (verl's own MLflow logger continues ``logger.run_id``), with
+    checkpoints in ``run_dir``. A KILLED trainer raises :class:`Terminated` (the lifecycle marks the run KILLED and a
+    requeued job continues it); a failed one raises RuntimeError (FAILED)."""
+    from experiments.verl.launch import run as run_verl
+
+    cfg = for_run(
+        vcfg,
+        tracking_uri=logger.tracking_uri,
+        run_id=logger.run_id,
+        experiment=experiment,
+        run_name=run_name,
+        ckpt_root=str(run_dir.parent),
+    )
+    result = run_verl(cfg, finalize_mlflow=False)
+    logger.set_tags({"verl_exit_code": result.returncode, "verl_ckpt_dir": result.ckpt_dir})
+    if result.status == "KILLED":
+        raise Terminated(signal.SIGTERM)
+    if result.returncode != 0:
+        raise RuntimeError(f"verl's trainer exited with {result.returncode}; see its output above")
+    return {}

@@ -5,18 +5,30 @@ Standard library only at import time; ``mlflow`` is imported where a client is m
 - ``hashing``: canonical config form, ``config_hash``, ``flat_params`` (the params every job logs).
 - ``loggers``: the ``RunLogger`` protocol, ``JsonlLogger`` (run directory) and ``MultiLogger``.
 - ``store``: tracking URIs, clients, experiments, run lookup by config hash, ``MlflowRunLogger``.
-- ``lifecycle``: one tracked run from start to end state (find or continue, lock, guard, backfill).
+- ``lifecycle``: ``TrackedRun``, one tracked run from lookup to end state (find or continue, lock, tags, params,
+  backfill, guard, summary), used by every job kind.
 - ``server``: a local ``mlflow server`` in front of a SQLite store.
 """
 
 from experiments.tracking.hashing import canonical, config_hash, flat_params
-from experiments.tracking.lifecycle import RunEndGuard, Terminated, backfill_from_run_dir
+from experiments.tracking.lifecycle import (
+    RunAlreadyFinished,
+    RunDirBusy,
+    RunEndGuard,
+    RunIdentity,
+    Terminated,
+    TrackedRun,
+    backfill_from_run_dir,
+    lock_run_dir,
+)
 from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger, json_safe
 from experiments.tracking.store import (
     DEFAULT_TRACKING_URI,
+    EXPERIMENT_KIND_TAG,
     FAILED,
     FINISHED,
     KILLED,
+    MODEL_TRAINING_KIND,
     RUNNING,
     MlflowRunLogger,
     ensure_experiment,
@@ -30,21 +42,28 @@ from experiments.tracking.store import (
     resolve_tracking_uri,
     safe_name,
     search_all_runs,
+    source_tags,
     sqlite_path,
 )
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "EXPERIMENT_KIND_TAG",
     "FAILED",
     "FINISHED",
     "KILLED",
+    "MODEL_TRAINING_KIND",
     "RUNNING",
     "JsonlLogger",
     "MlflowRunLogger",
     "MultiLogger",
+    "RunAlreadyFinished",
+    "RunDirBusy",
     "RunEndGuard",
+    "RunIdentity",
     "RunLogger",
     "Terminated",
+    "TrackedRun",
     "backfill_from_run_dir",
     "canonical",
     "config_hash",
@@ -56,10 +75,12 @@ __all__ = [
     "json_safe",
     "latest_run",
     "latest_runs_by_hash",
+    "lock_run_dir",
     "make_client",
     "mlflow_key",
     "resolve_tracking_uri",
     "safe_name",
     "search_all_runs",
+    "source_tags",
     "sqlite_path",
 ]

@@ -1,19 +1,56 @@
-"""The life of one tracked run: ending it as KILLED or FAILED when the job dies, and backfilling steps from its run
-directory."""
+"""The life of one tracked run: :class:`TrackedRun` finds, continues or creates the MLflow run of a config, locks its
+run directory, logs tags, params and config artifacts, backfills steps the run directory holds, and records how the
+run ended (:class:`RunEndGuard`). Every job kind uses it: local and verl training, the study jobs and the
+inference-scaling study.
+
+Typical use (``experiments.sweep.jobs.run_job``)::
+
+    tracked = TrackedRun(RunIdentity(experiment, config_hash, backend, run_name, job="train"), run_dir, uri=uri)
+    summary = tracked.run(lambda logger: job.run(logger, run_dir), force=force, params=params)
+
+or, for a caller that decides itself what to do with a finished run::
+
+    if not tracked.finished:
+        with tracked.open(params=params) as logger:   # locked; guarded; FINISHED on a clean exit
+            work(logger)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import shutil
 import signal
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from experiments.tracking.store import FAILED, KILLED, MlflowRunLogger
+from experiments.tracking.loggers import JsonlLogger
+from experiments.tracking.store import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    MlflowRunLogger,
+    ensure_experiment,
+    git_commit,
+    host,
+    latest_run,
+    make_client,
+    resolve_tracking_uri,
+    source_tags,
+)
+
+if TYPE_CHECKING:
+    from filelock import FileLock
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +186,241 @@ def backfill_from_run_dir(logger: MlflowRunLogger, records: Iterable[dict[str, A
         logger.log_metrics({k: v for k, v in record.items() if k != "step"}, step)
         added += 1
     return added
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One tracked run
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Files in a run directory that belong to the lifecycle, not to the job (kept when ``force`` clears the directory).
+LOCK_FILE = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process holds the run directory's lock (the same config is running elsewhere)."""
+
+
+class RunAlreadyFinished(RuntimeError):
+    """:meth:`TrackedRun.open` on a config whose newest run FINISHED, without ``force``."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What identifies a tracked run: its experiment, and in it the tags ``config_hash`` and ``backend`` (the newest
+    run with both is the config's run). ``run_name`` is only for people; ``job`` (tag) says what kind of work it is
+    (train, entropy, branching, schedule, inference_scaling)."""
+
+    experiment: str
+    config_hash: str
+    backend: str
+    run_name: str
+    job: str = "train"
+
+
+def lock_run_dir(run_dir: Path) -> FileLock:
+    """Hold ``run_dir/.lock`` (``filelock``: an OS lock, released by the kernel when the holder dies, so a SIGKILLed
+    job never leaves it behind). A live holder -> :class:`RunDirBusy` naming it (host and pid, written into the file
+    by the holder). No soft-lock fallback: a stale soft lock after a kill would block the resume."""
+    from filelock import FileLock, Timeout
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    me = f"{host()} pid {os.getpid()}\n".encode()
+
+    def mark(fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+
+    lock = FileLock(path, timeout=0, fallback_to_soft=False, preserve_lock_file=True, on_acquired=mark)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = path.read_text(errors="replace").strip() or "unknown"
+        raise RunDirBusy(
+            f"{run_dir} is in use by another running job with the same config hash ({holder}); "
+            "wait for it or stop it, then run again"
+        ) from None
+    return lock
+
+
+def _clear(run_dir: Path) -> None:
+    """Remove everything in ``run_dir`` but the lock (``force``: a fresh run starts from nothing)."""
+    for child in run_dir.iterdir():
+        if child.name != LOCK_FILE:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+class TrackedRun:
+    """The MLflow run of one config, from lookup to end state. Making it resolves the URI (relative SQLite paths
+    against ``base_dir``), opens a client, gets the experiment (``experiment_id`` from the sweeper, else get-or-create
+    by name) and looks up the config's newest run (:attr:`latest`).
+
+    - :attr:`finished`: the newest run FINISHED (a sweep skips it unless ``force``);
+    - :meth:`open`: lock the run directory, then continue the newest unfinished run (``attempt`` + 1) or create a
+      run (none yet, or ``force`` after a FINISHED one, which also clears the run directory); log tags (identity,
+      :func:`~experiments.tracking.store.source_tags`, ``extra_tags``), params and config artifacts; backfill steps
+      the run directory holds that MLflow lacks; yield the logger under :class:`RunEndGuard`; FINISHED on a clean
+      exit, KILLED / FAILED with ``end_reason`` otherwise;
+    - :meth:`run`: skip-or-open around ``work(logger)``, returning :meth:`summary`;
+    - :meth:`publish`: log a finished run directory (params.json, every step, every table) into the config's run.
+    """
+
+    def __init__(
+        self,
+        identity: RunIdentity,
+        run_dir: str | os.PathLike[str],
+        *,
+        uri: str,
+        base_dir: str | os.PathLike[str] | None = None,
+        experiment_id: str | None = None,
+        source: str = "sweep.py",
+        extra_tags: dict[str, Any] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.run_dir = Path(run_dir)
+        self.uri = resolve_tracking_uri(uri, base_dir if base_dir is not None else Path.cwd())
+        self.client = make_client(self.uri)
+        self.experiment_id = experiment_id or ensure_experiment(self.client, identity.experiment, self.uri)
+        self.source = source
+        self.extra_tags = dict(extra_tags or {})
+        self.latest: Run | None = self.find()
+        self.run_id: str | None = None
+        self.attempt = 0
+
+    # --- state ---------------------------------------------------------------------------------------------------
+    def find(self) -> Run | None:
+        """The newest run of this config hash and backend in the experiment (None: never run here)."""
+        return latest_run(self.client, self.experiment_id, self.identity.config_hash, self.identity.backend)
+
+    @property
+    def finished(self) -> bool:
+        return self.latest is not None and self.latest.info.status == FINISHED
+
+    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        """What a job returns: identity, where it went, how it ended."""
+        run_id = self.run_id or (self.latest.info.run_id if self.latest is not None else None)
+        return {
+            "config_hash": self.identity.config_hash,
+            "run_dir": str(self.run_dir),
+            "experiment_id": self.experiment_id,
+            "run_id": run_id,
+            "status": status,
+            **extra,
+        }
+
+    def tags(self) -> dict[str, Any]:
+        """Tags every attempt (re)writes: identity, provenance and MLflow's source tags."""
+        i = self.identity
+        return {
+            "config_hash": i.config_hash,
+            "backend": i.backend,
+            "job": i.job,
+            "experiment": i.experiment,
+            "run_dir": str(self.run_dir),
+            "git_commit": git_commit(),
+            "host": host(),
+            **source_tags(self.source),
+            **self.extra_tags,
+        }
+
+    # --- the run -------------------------------------------------------------------------------------------------
+    def _start(self, latest: Run | None, force: bool) -> tuple[str, int, int]:
+        """(run id, attempt, interruptions so far): continue ``latest`` unless it FINISHED, else a new run."""
+        name = self.identity.run_name
+        if latest is not None and latest.info.status != FINISHED:
+            run_id = latest.info.run_id
+            attempt = int(latest.data.tags.get("attempt", "1")) + 1
+            interruptions = int(latest.data.tags.get("interruptions", "0"))
+            self.client.update_run(run_id, status=RUNNING)
+            log.info("%s: continuing MLflow run %s (%s), attempt %d", name, run_id, latest.info.status, attempt)
+            return run_id, attempt, interruptions
+        if latest is not None:
+            if not force:
+                raise RunAlreadyFinished(
+                    f"{name}: MLflow run {latest.info.run_id} of config {self.identity.config_hash} FINISHED; "
+                    "force=true starts a new run"
+                )
+            log.info("%s: force=true, re-running (previous run %s FINISHED)", name, latest.info.run_id)
+            _clear(self.run_dir)
+        tags = {k: str(v) for k, v in self.tags().items()}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        log.info("%s: new MLflow run %s in experiment %s", name, run.info.run_id, self.experiment_id)
+        return run.info.run_id, 1, 0
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        *,
+        force: bool = False,
+        params: dict[str, Any] | None = None,
+        artifacts: dict[str, str | dict[str, Any]] | None = None,
+    ) -> Iterator[MlflowRunLogger]:
+        """Lock the run directory and yield the run's logger (see the class doc). ``artifacts``: path in the run ->
+        text (logged as is) or dict (logged as JSON). Raises :class:`RunDirBusy` when another live job holds the
+        directory and :class:`RunAlreadyFinished` for a FINISHED config without ``force``."""
+        lock = lock_run_dir(self.run_dir)
+        try:
+            self.latest = self.find()  # again, under the lock: another job may have finished it meanwhile
+            run_id, self.attempt, interruptions = self._start(self.latest, force)
+            self.run_id = run_id
+            logger = MlflowRunLogger(self.client, run_id)
+            with RunEndGuard(logger, interruptions):
+                logger.set_tags({**self.tags(), "attempt": self.attempt, "end_reason": "running"})
+                if params:
+                    logger.log_params(params)
+                for path, content in (artifacts or {}).items():
+                    if isinstance(content, str):
+                        self.client.log_text(run_id, content, path)
+                    else:
+                        self.client.log_dict(run_id, content, path)
+                added = backfill_from_run_dir(logger, JsonlLogger(self.run_dir).records(), self.run_dir / "tables")
+                if added:
+                    log.info("%s: backfilled %d step(s) from %s", self.identity.run_name, added, self.run_dir)
+                yield logger
+                logger.set_tags({"end_reason": "completed"})
+                logger.finish(FINISHED)
+        finally:
+            lock.release()
+
+    def run(
+        self,
+        work: Callable[[MlflowRunLogger], dict[str, Any] | None],
+        *,
+        force: bool = False,
+        params: dict[str, Any] | None = None,
+        artifacts: dict[str, str | dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Skip a FINISHED config (unless ``force``), else ``work(logger)`` inside :meth:`open`; return
+        :meth:`summary` with what ``work`` returned."""
+        name = self.identity.run_name
+        if self.finished and not force:
+            assert self.latest is not None
+            log.info("%s: FINISHED in MLflow run %s; skipped (force=true re-runs)", name, self.latest.info.run_id)
+            return self.summary("skipped")
+        t0 = time.perf_counter()
+        try:
+            with self.open(force=force, params=params, artifacts=artifacts) as logger:
+                out = work(logger) or {}
+        except RunAlreadyFinished as e:  # finished by another job between the lookup and the lock
+            log.info("%s; skipped", e)
+            return self.summary("skipped")
+        log.info("%s: FINISHED in %.1f s (MLflow run %s)", name, time.perf_counter() - t0, self.run_id)
+        return self.summary(FINISHED, **out)
+
+    def publish(self, params: dict[str, Any] | None = None) -> str:
+        """Log a finished run directory into the config's run and finish it: ``params`` (default: the directory's
+        params.json), every metrics record, stepped tables (backfill) and unstepped ``tables/NAME.jsonl``. For work
+        done where MLflow is not installed (the vLLM environment). A config whose run FINISHED already is left as it
+        is. Returns the run id."""
+        if self.finished:
+            assert self.latest is not None
+            return self.latest.info.run_id
+        if params is None and (self.run_dir / "params.json").exists():
+            params = json.loads((self.run_dir / "params.json").read_text())
+        with self.open(params=params) as logger:
+            for path in sorted((self.run_dir / "tables").glob("*.jsonl")):
+                if not _TABLE_FILE.match(path.name):
+                    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                    logger.log_table(path.stem, rows)
+        assert self.run_id is not None
+        return self.run_id

@@ -3,15 +3,21 @@
 Conventions (README "Sweeps and configs"):
 
 - One MLflow experiment per preset or sweep name, created ONCE by the launching process
-  (:func:`ensure_experiment`): several jobs creating it at once race, and the loser's run lands in "Default".
+  (:func:`ensure_experiment`): several jobs creating it at once race, and the loser's run lands in "Default". It is
+  tagged ``mlflow.experimentKind = custom_model_development`` so the MLflow UI shows it as model training (runs,
+  metrics, charts) rather than as a GenAI app (traces).
+- Every run carries MLflow's own source tags (:func:`source_tags`: ``mlflow.source.name`` = the entry point,
+  ``mlflow.source.type``, ``mlflow.source.git.commit``, ``mlflow.user``), which fill the UI's Source and User columns.
 - One run per job, identified by the tags ``config_hash`` and ``backend``. The latest run of a hash defines its
   state (:func:`latest_run`): FINISHED means done (a sweep skips it unless ``force``), anything else (RUNNING after a
   SIGKILL, KILLED, FAILED) is continued by the next job with that hash, so a requeued or restarted job keeps logging
   into the SAME run.
 - :class:`MlflowRunLogger` logs each step's metrics in one ``log_batch`` call and ignores steps the run already holds
   (read back from the run's metric history), so a resumed job lands every step exactly once.
-- :class:`RunEndGuard` ends the run as KILLED (signal, requeue, Ctrl-C) or FAILED (exception) with an ``end_reason``
-  tag: MLflow itself would mark a crashed run FINISHED, or leave a killed one RUNNING.
+- ``experiments.tracking.lifecycle.TrackedRun`` puts these together for one job (find or continue, lock, tags,
+  params, backfill, end state); ``RunEndGuard`` ends the run as KILLED (signal, requeue, Ctrl-C) or FAILED
+  (exception) with an ``end_reason`` tag: MLflow itself would mark a crashed run FINISHED, or leave a killed one
+  RUNNING.
 
 Only the standard library is imported at module level; ``mlflow`` is imported where a client is made.
 """
@@ -19,6 +25,7 @@ Only the standard library is imported at module level; ``mlflow`` is imported wh
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import logging
 import os
@@ -40,6 +47,10 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 FINISHED, RUNNING, KILLED, FAILED = "FINISHED", "RUNNING", "KILLED", "FAILED"
+# The experiment tag the MLflow UI (3.x) reads to choose an experiment's view; without it MLflow 3.17 opens every
+# experiment as a GenAI app (an empty traces dashboard). Values: custom_model_development | genai_development.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 # MLflow keys allow letters, digits, underscore, dash, period, slash, colon and space.
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
@@ -97,7 +108,8 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
 
     With a SQLite store the artifacts go to ``<db dir>/mlruns/<name>`` (absolute, so jobs that run in another
     directory, or log through an ``mlflow server`` in front of the same file, write to the same place); with a server
-    URI the server chooses.
+    URI the server chooses. The experiment is marked as model training (:data:`EXPERIMENT_KIND_TAG`), also when it
+    exists without that mark (made by an older version or by hand); a kind set by a user is kept.
     """
     from mlflow.exceptions import MlflowException
 
@@ -108,12 +120,16 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
                 f"experiment_name {name!r} is a deleted MLflow experiment (id {exp.experiment_id}) in {uri}: "
                 "restore it with `mlflow experiments restore` or choose another experiment_name"
             )
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return str(exp.experiment_id)
     location = None
     if is_sqlite_uri(uri):
         location = str(sqlite_path(uri).parent / "mlruns" / safe_name(name))
     try:
-        exp_id = client.create_experiment(name, artifact_location=location)
+        exp_id = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+        )
         log.info("created MLflow experiment %r (id %s) in %s", name, exp_id, uri)
         return str(exp_id)
     except MlflowException as e:  # created concurrently by someone else
@@ -180,6 +196,28 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def source_tags(entry_point: str) -> dict[str, str]:
+    """MLflow's own run tags for where a run comes from (the UI's Source and User columns): ``mlflow.source.name``
+    (``entry_point``, e.g. ``sweep.py``), ``mlflow.source.type`` (JOB under Slurm, else LOCAL),
+    ``mlflow.source.git.commit`` (HEAD; our ``git_commit`` tag also says ``+dirty``) and ``mlflow.user``."""
+    tags = {
+        "mlflow.source.name": entry_point,
+        "mlflow.source.type": "JOB" if os.environ.get("SLURM_JOB_ID") else "LOCAL",
+        "mlflow.user": _user(),
+    }
+    head = git_commit().split("+", 1)[0]
+    if head != "unknown":
+        tags["mlflow.source.git.commit"] = head
+    return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return os.environ.get("USER", "unknown")
+
+
 def mlflow_key(name: str) -> str:
     """``name`` with characters MLflow rejects replaced (``@`` becomes ``_at_``, anything else ``_``)."""
     return _BAD_KEY_CHARS.sub("_", name.replace("@", "_at_"))
@@ -208,6 +246,11 @@ class MlflowRunLogger:
         self.client = client
         self.run_id = run_id
         self._last = self._history_last_step()
+
+    @property
+    def tracking_uri(self) -> str:
+        """The store this run lives in (a job that starts its own MLflow writer, like verl's trainer, needs it)."""
+        return str(self.client.tracking_uri)
 
     def _history_last_step(self) -> int | None:
         run = self.client.get_run(self.run_id)

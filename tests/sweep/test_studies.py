@@ -48,7 +48,7 @@ def test_study_options_take_policy_task_and_sampler_from_the_top_level(tiny_poli
     assert (job.kind, job.backend) == ("entropy", "local")
     s = job.config
     assert (s.policy, s.sampling.kind, s.sampling.tau, s.seed, s.prompts) == (tiny_policy_dir, "fixed", 1.2, 4, 3)
-    assert s.task_knobs == EASY_COUNTDOWN and job.run_name.startswith("entropy-fixed1.2-tiny-s4-")
+    assert s.task_knobs == EASY_COUNTDOWN and job.run_name.startswith("entropy-fixed 1.2-tiny-s4-")
     # Training-only keys do not change a study's identity; its own keys and the sampler do.
     with composed(["study=entropy", f"init_from={tiny_policy_dir}", "sampling=fixed_1.2", "seed=4",
                    "task=countdown_easy", "study.prompts=3", "lr=0.1"]) as cfg:  # fmt: skip
