@@ -220,7 +220,8 @@ class RunIdentity:
 def lock_run_dir(run_dir: Path) -> FileLock:
     """Hold ``run_dir/.lock`` (``filelock``: an OS lock, released by the kernel when the holder dies, so a SIGKILLed
     job never leaves it behind). A live holder -> :class:`RunDirBusy` naming it (host and pid, written into the file
-    by the holder). No soft-lock fallback: a stale soft lock after a kill would block the resume."""
+    by the holder). No soft-lock fallback: a stale soft lock after a kill would block the resume. Keep the returned
+    lock referenced while the work runs (a dropped one is released) and ``release()`` it afterwards."""
     from filelock import FileLock, Timeout
 
     run_dir.mkdir(parents=True, exist_ok=True)
