@@ -33,5 +33,7 @@ Done.
   MLflow:   $ROOT/mlflow.db
 Browse the runs in the MLflow UI:
   $ROOT/.venv/bin/mlflow ui --backend-store-uri sqlite:///$ROOT/mlflow.db --host 127.0.0.1 --port 5000
-  then open http://127.0.0.1:5000 (experiment "default"; compare runs, metrics eval/pass_at_16, eval/worst_at_16).
+  then open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
+  (MLflow 3.17 opens in its GenAI view, an empty traces dashboard, until "Model training" is picked at the top left;
+  this address picks it. Experiment "default": compare runs, metrics eval/pass_at_16, eval/worst_at_16.)
 MSG
