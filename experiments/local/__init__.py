@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from experiments.local import countdown_trace as _countdown_trace  # noqa: F401 - registers task "countdown_trace"
+
 _EXPORTS = {
     "ALGORITHMS": "config",
     "AlgorithmConfig": "config",

@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Protocol
 
 # Every character a prompt or response may contain (the tokenizer's alphabet).
-ALPHABET = "0123456789+-*/()=>: "
+ALPHABET = "0123456789+-*/()=>: #|"  # "#" and "|": dead ends and the answer separator of countdown_trace
 
 
 @dataclass(frozen=True)
