@@ -167,7 +167,9 @@ def test_fixed_round_trip_and_bad_dicts():
     with pytest.raises(ValueError, match="kind"):
         schedule_from_dict({"tau": 1.0})
     with pytest.raises(ValueError, match="kind"):
-        schedule_from_dict({"kind": "cosine"})
+        schedule_from_dict({"kind": "annealed"})
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['d0', 'tau_max', 'tau_min'\]"):
+        schedule_from_dict({"kind": "cosine"})  # a known kind without its fields: a ValueError, not a TypeError
     with pytest.raises(ValueError, match="unknown"):
         schedule_from_dict({"kind": "fixed", "tau": 1.0, "d0": 3})
 
