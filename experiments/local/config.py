@@ -11,11 +11,14 @@ from typing import Any
 
 from ead_core.schedule import PRESET_SCALES, EADSchedule, FixedSchedule, Schedule
 from experiments.local.policy import SIZES
-from experiments.local.tasks import TASKS, make_task
+from experiments.local.tasks import SPLIT_VERSION, TASKS, make_task
 from experiments.local.warmstart import WarmStartConfig
 from experiments.tracking.hashing import config_hash
 
 ALGORITHMS = ("grpo", "dapo", "clip_cov", "kl_cov")
+# Fields that change how a run executes, never what it computes: left out of the config hash, so runs that differ
+# only in them are one setting and seed (one run to resume, one replicate in the statistics).
+EXECUTION_FIELDS = ("threads", "ckpt_interval")
 
 
 def _h(text: str) -> dict[str, str]:
@@ -144,9 +147,15 @@ class RLVRConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What determines the run's results: every field but EXECUTION_FIELDS, plus the train/eval split version."""
+        d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        return {**d, "split_version": SPLIT_VERSION}
+
     @property
     def hash(self) -> str:
-        return config_hash(self.to_dict())
+        """Config hash of ``identity()``: the run directory, checkpoint owner and MLflow tag of a setting and seed."""
+        return config_hash(self.identity())
 
     # --- validation ----------------------------------------------------------------------------
     def validate(self) -> RLVRConfig:

@@ -4,10 +4,14 @@ EAD and fixed temperatures take the same path: the schedule gives tau_t for resp
 (every row of a batch is at the same t at each decoding step, so tau_t is one number per step).
 The sampler records the behaviour log-probs log softmax(z_t / tau_t)[y_t] that TIS needs, the
 response mask (1 up to and including EOS) and whether each response ended with EOS.
+Both the sampler and ``sequence_logprobs`` run the model in eval mode (no dropout), whatever mode it is in, so the
+behaviour, pi_old and training log-probs are one deterministic function of the weights.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +50,20 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> tu
     return input_ids, mask
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run the block with ``model`` in eval mode (dropout off) and restore its previous mode afterwards.
+
+    Gradients still flow: a loss built inside the block can be back-propagated after it.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
@@ -68,8 +86,6 @@ def sample(
     study continues a response from its first K tokens): the schedule then counts positions from
     the ORIGINAL response start, t = position_offset + generated so far.
     """
-    was_training = model.training
-    model.eval()
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     b = prompt_ids.shape[0]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -80,31 +96,34 @@ def sample(
     done = torch.zeros(b, dtype=torch.bool)
     attn = prompt_mask.clone()
     pos = _positions(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
-    cache, logits = out.past_key_values, out.logits[:, -1, :]
-    next_pos = pos[:, -1:] + 1
-    for t in range(max_new_tokens):
-        logp = torch.log_softmax(logits.float() / (1.0 if greedy else taus[t]), dim=-1)
-        if greedy:
-            tok = logp.argmax(dim=-1)
-        else:
-            tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-        tok = torch.where(done, torch.full_like(tok, pad), tok)
-        live = (~done).float()
-        out_ids[:, t] = tok
-        out_lp[:, t] = logp.gather(1, tok[:, None]).squeeze(1) * live
-        out_mask[:, t] = live
-        done |= tok == eos
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype)], dim=1)
-        out = model(
-            input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True
-        )
+    with eval_mode(model):
+        out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
-        next_pos = next_pos + 1
-    if was_training:
-        model.train()
+        next_pos = pos[:, -1:] + 1
+        for t in range(max_new_tokens):
+            logp = torch.log_softmax(logits.float() / (1.0 if greedy else taus[t]), dim=-1)
+            if greedy:
+                tok = logp.argmax(dim=-1)
+            else:
+                tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
+            tok = torch.where(done, torch.full_like(tok, pad), tok)
+            live = (~done).float()
+            out_ids[:, t] = tok
+            out_lp[:, t] = logp.gather(1, tok[:, None]).squeeze(1) * live
+            out_mask[:, t] = live
+            done |= tok == eos
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype)], dim=1)
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=attn,
+                position_ids=next_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            next_pos = next_pos + 1
     texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
     return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts)
 
@@ -115,7 +134,7 @@ def sequence_logprobs(
     temperatures: torch.Tensor | None = None,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs of the rollout's response tokens under ``model`` (with grad if enabled by the caller).
+    """Log-probs of the rollout's response tokens under ``model`` in eval mode (with grad if enabled by the caller).
 
     ``temperatures`` (R,) divides the logits per response position (None: temperature 1.0, the
     target policy). Entropy (of the temperature-1 policy) is returned when ``with_entropy``.
@@ -125,7 +144,8 @@ def sequence_logprobs(
     r = rollout.response_ids.shape[1]
     ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attn = torch.cat([rollout.prompt_mask, torch.ones_like(rollout.response_ids)], dim=1)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
+    with eval_mode(model):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
     logits = logits[:, p - 1 : p + r - 1, :].float()
     entropy = token_entropy(logits, rollout.response_mask) if with_entropy else None
     if temperatures is not None:

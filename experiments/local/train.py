@@ -9,15 +9,20 @@ Each step s:
   4. pi_old log-probs at temperature 1.0 and the TIS weights min(pi_old / mu, cap) from ead_core;
   5. verl's policy loss (vanilla for GRPO/DAPO, clip_cov, kl_cov) on mini-batches, AdamW, grad clip.
 Evaluation runs before the update at steps 0, eval_interval, ... and after the last step.
-All randomness of step s derives from (seed, s), so a job resumed from a checkpoint recomputes
-exactly the steps an uninterrupted run would have, and the logger keeps each step once.
+All randomness of step s derives from (seed, s): explicit generators for sampling and mini-batch order, and the
+global torch RNG (which verl's Clip-Cov loss draws from) re-seeded per step and per phase, so a job resumed from a
+checkpoint recomputes exactly the steps an uninterrupted run would have, and the logger keeps each step once.
+The policy always runs in eval mode (no dropout, whatever an ``init_from`` model's config says): sampling, pi_old,
+the PPO forward passes and evaluation see one deterministic function, so the first mini-batch's ratio is exactly 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +92,22 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     return float((x * mask).sum() / mask.sum().clamp(min=1))
 
 
+# Streams of np.random.default_rng([seed, step, stream]): one per consumer, so none shifts another's draws.
+_PROMPTS, _MINIBATCHES, _EVAL, _TORCH_TRAIN, _TORCH_EVAL = 1, 2, 3, 4, 5
+
+
+@contextlib.contextmanager
+def seeded_torch_rng(seed: int, step: int, stream: int) -> Iterator[None]:
+    """Seed the global torch CPU RNG from (seed, step, stream) inside the block and restore it afterwards.
+
+    Code we do not own draws from it (verl's Clip-Cov loss calls ``torch.randperm`` without a generator); seeding it
+    per step makes those draws a function of the step, so a resumed run repeats them.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.default_rng([seed, step, stream]).integers(2**62)))
+        yield
+
+
 @dataclass
 class Trainer:
     """State of one run: config, policy, optimiser, data and where it writes."""
@@ -103,6 +124,7 @@ class Trainer:
         self.eval_set: list[Problem] = self.task.problems("eval", cfg.eval_prompts, seed=cfg.seed)
         policy_dir = cfg.init_from or warm_start(cfg.warmstart())
         self.model, self.tok = load_policy(policy_dir)
+        self.model.eval()  # no dropout anywhere in RL (the sampler and sequence_logprobs enforce it too)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.adv_fn, self.loss_fn, self.actor_cfg = verl_algorithms(cfg)
         self.algo = cfg.algorithm.resolved()
@@ -138,7 +160,7 @@ class Trainer:
     # --- one RL step ---------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list[Problem], Rollout, np.ndarray, torch.Tensor, float]:
         cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, step, 1])
+        rng = np.random.default_rng([cfg.seed, step, _PROMPTS])
         problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
         rows, index = group_prompts([p.prompt for p in problems], cfg.rollouts_per_prompt)
         g = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -149,9 +171,21 @@ class Trainer:
         return problems, r, index, rewards, gen_s
 
     def train_step(self, step: int) -> dict[str, float]:
-        cfg, a = self.cfg, self.algo
+        """Rollout and update of step ``step``, with the global torch RNG seeded for this step."""
         t_start = time.perf_counter()
-        _, r, index, rewards, gen_s = self.rollout(step)
+        with seeded_torch_rng(self.cfg.seed, step, _TORCH_TRAIN):
+            _, r, index, rewards, gen_s = self.rollout(step)
+            metrics = self.update(step, r, index, rewards)
+        return metrics | {
+            "perf/step_s": time.perf_counter() - t_start,
+            "perf/tokens_per_s": float(r.response_mask.sum()) / gen_s,
+        }
+
+    def update(self, step: int, r: Rollout, index: np.ndarray, rewards: torch.Tensor) -> dict[str, float]:
+        """Advantages, pi_old, TIS weights and the policy-loss updates for a scored rollout (group ``index`` per row).
+
+        Separate from ``rollout`` so that tests can feed constructed rewards."""
+        cfg, a = self.cfg, self.algo
         mask = r.response_mask
         lengths = mask.sum(dim=1).long()
         token_rewards = torch.zeros_like(mask)
@@ -168,9 +202,8 @@ class Trainer:
             group_ok = np.array([g_std[g] > 0 for g in index])
         keep = torch.from_numpy(np.flatnonzero(group_ok))
 
-        rng = np.random.default_rng([cfg.seed, step, 2])
+        rng = np.random.default_rng([cfg.seed, step, _MINIBATCHES])
         clipfracs, grad_norms, losses, ppo_kls = [], [], [], []
-        self.model.train()
         for _ in range(cfg.ppo_epochs):
             if len(keep) == 0:
                 break
@@ -195,7 +228,6 @@ class Trainer:
                 ppo_kls.append(float(m.get("actor/ppo_kl", 0.0)))
                 grad_norms.append(float(gn))
                 losses.append(float(loss.detach()))
-        step_s = time.perf_counter() - t_start
         taus = r.temperatures[None, : mask.shape[1]].expand_as(mask)
         nan = float("nan")
         return {
@@ -215,24 +247,23 @@ class Trainer:
             "train/is_ess": tis["ess"],
             "train/kl_behavior_old": tis["kl_k3"],
             "train/kl_behavior_old_k1": tis["kl_k1"],
-            "perf/step_s": step_s,
-            "perf/tokens_per_s": float(mask.sum()) / gen_s,
             "schedule/decay": float(self.schedule.decay(step)),
         }
 
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
-        metrics, table = evaluate(
-            self.model,
-            self.tok,
-            self.task,
-            self.eval_set,
-            self.schedule,
-            step,
-            cfg.max_new_tokens,
-            seed=int(np.random.default_rng([cfg.seed, step, 3]).integers(2**62)),
-            k=cfg.eval_k,
-        )
+        with seeded_torch_rng(cfg.seed, step, _TORCH_EVAL):
+            metrics, table = evaluate(
+                self.model,
+                self.tok,
+                self.task,
+                self.eval_set,
+                self.schedule,
+                step,
+                cfg.max_new_tokens,
+                seed=int(np.random.default_rng([cfg.seed, step, _EVAL]).integers(2**62)),
+                k=cfg.eval_k,
+            )
         self.logger.log_table("entropy_by_position", table, step=step)
         return metrics
 
