@@ -47,18 +47,22 @@ def test_behavior_logprobs_equal_recomputation(policy, schedule, step):
 
 def test_masks_eos_and_padding(policy):
     model, tok = policy
-    r = sample(model, tok, PROMPTS * 4, FixedSchedule(1.0), 0, 10, torch.Generator().manual_seed(0))
-    for i in range(len(r.texts)):
-        m = r.response_mask[i]
-        n = int(m.sum())
-        assert torch.all(m[:n] == 1) and torch.all(m[n:] == 0)  # contiguous prefix
-        ids = r.response_ids[i]
-        if r.ended[i]:
-            assert ids[n - 1] == tok.eos_token_id and tok.eos_token_id not in ids[: n - 1].tolist()
-        else:
-            assert n == 10
-        assert torch.all(ids[n:] == tok.pad_token_id)
-        assert r.texts[i] == tok.decode(ids[:n], skip_special_tokens=True)
+    ended = []
+    for width in (10, 3):  # most responses end within 10 tokens, none within 3 (every answer is longer)
+        r = sample(model, tok, PROMPTS * 4, FixedSchedule(1.0), 0, width, torch.Generator().manual_seed(0))
+        for i in range(len(r.texts)):
+            m = r.response_mask[i]
+            n = int(m.sum())
+            assert torch.all(m[:n] == 1) and torch.all(m[n:] == 0)  # contiguous prefix
+            ids = r.response_ids[i]
+            if r.ended[i]:
+                assert ids[n - 1] == tok.eos_token_id and tok.eos_token_id not in ids[: n - 1].tolist()
+            else:
+                assert n == width and tok.eos_token_id not in ids.tolist()
+            assert torch.all(ids[n:] == tok.pad_token_id)
+            assert r.texts[i] == tok.decode(ids[:n], skip_special_tokens=True)
+            ended.append(bool(r.ended[i]))
+    assert any(ended) and not all(ended)  # both branches above were checked
 
 
 def test_sampling_is_reproducible_from_the_generator(policy):

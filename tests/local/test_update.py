@@ -77,7 +77,8 @@ def test_dapo_drops_groups_with_equal_rewards(tiny_policy_dir, tmp_path):
     """Groups: all right, all wrong, one right, three right. DAPO keeps the last two: half the rows, and the loss is
     the token mean over those rows only. With every group uniform nothing is kept and the weights do not move."""
     tr = trainer_for(tiny_policy_dir, tmp_path / "dapo", algorithm={"name": "dapo"}, tis={"enabled": False})
-    assert tr.algo.filter_groups
+    a = tr.algo
+    assert (a.clip_ratio_low, a.clip_ratio_high, a.loss_agg_mode, a.filter_groups) == (0.2, 0.28, "token-mean", True)
     _, r, index, _, _ = tr.rollout(0)
     rewards = torch.tensor([1.0] * 4 + [0.0] * 4 + [1.0, 0, 0, 0] + [0.0, 1, 1, 1])
     adv = grpo_advantages(rewards, index)

@@ -1,0 +1,83 @@
+"""What identifies a local run (its config hash) and what a warm-start cache is keyed by."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import asdict
+
+import pytest
+
+import experiments.local.config as config_module
+import experiments.local.warmstart as warmstart_module
+from experiments.local import RLVRConfig, from_dict
+from experiments.local.config import EXECUTION_FIELDS
+from experiments.local.warmstart import WarmStartConfig, warm_start
+from experiments.tracking.hashing import config_hash, flat_params
+
+
+def _changed(value):
+    """A different value of the same kind (for every field type of RLVRConfig)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, dict):
+        return {**value, "max_number": 7}
+    if value is None:
+        return "some/policy"
+    raise TypeError(value)
+
+
+def test_execution_settings_are_not_part_of_the_identity():
+    """Runs that differ only in threads or checkpoint interval are one setting and seed: same hash (one run
+    directory, one checkpoint to resume, one replicate); every other field changes the hash."""
+    base = RLVRConfig()
+    assert set(EXECUTION_FIELDS) == {"threads", "ckpt_interval"}
+    same = [RLVRConfig(threads=4), RLVRConfig(threads=1, ckpt_interval=50), RLVRConfig(ckpt_interval=1)]
+    assert {c.hash for c in same} == {base.hash}
+    assert flat_params(RLVRConfig(threads=4).to_dict())["threads"] == 4  # still logged as a param
+    for f in dataclasses.fields(RLVRConfig):
+        if f.name in EXECUTION_FIELDS:
+            continue
+        value = getattr(base, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = dataclasses.fields(value)[0]
+            changed = dataclasses.replace(value, **{sub.name: _changed(getattr(value, sub.name))})
+        else:
+            changed = _changed(value)
+        assert dataclasses.replace(base, **{f.name: changed}).hash != base.hash, f.name
+    assert from_dict(base.to_dict()).hash == base.hash
+
+
+def test_split_version_is_in_the_run_and_warm_start_keys(monkeypatch):
+    """Problems changed with the train/eval split: runs and warm starts from an older split get other keys."""
+    cfg, ws = RLVRConfig(), WarmStartConfig()
+    run_hash, ws_key = cfg.hash, ws.key
+    assert ws_key != config_hash(asdict(ws))  # not the key of the old, leaking split
+    monkeypatch.setattr(config_module, "SPLIT_VERSION", 99)
+    monkeypatch.setattr(warmstart_module, "SPLIT_VERSION", 99)
+    assert cfg.hash != run_hash and ws.key != ws_key
+
+
+def test_stale_warm_start_cache_is_not_reused(tmp_path):
+    """A finished cache entry under the key of the old split (config hash without the split version) is ignored."""
+    cfg = WarmStartConfig(task_knobs={"max_number": 5, "max_target": 12}, steps=1, batch_size=2, n_train=8)
+    stale = tmp_path / "warmstart" / f"{cfg.size}-{cfg.task}-{config_hash(asdict(cfg))}"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    (stale / "DONE").write_text("ok\n")
+    path = warm_start(cfg, cache_dir=tmp_path, progress=False)
+    assert path != stale and (path / "DONE").exists()
+    assert json.loads((path / "warmstart.json").read_text())["split_version"] == warmstart_module.SPLIT_VERSION
+
+
+def test_validation_warns_about_a_schedule_without_exploration():
+    with pytest.warns(UserWarning, match=r"tau\(10\) = 0\.708"):
+        from_dict({"sampling": {"preset": "paper", "c": 10, "d0": 25, "d_growth": 5}}).validate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RLVRConfig().validate()  # the local default explores: tau(1) = 1.07 at step 0
