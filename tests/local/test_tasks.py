@@ -97,7 +97,7 @@ def test_arithmetic_solutions_verify(seed, digits, ops):
         assert task.verify(p, str(p.target + 1)) == 0.0
 
 
-SPLIT_TASKS = [Countdown(), Countdown(**EASY_COUNTDOWN), Arithmetic(digits=2, ops="+-*")]
+SPLIT_TASKS = [Countdown(), Countdown(**EASY_COUNTDOWN), Arithmetic(digits=2, ops="+-*"), make_task("countdown_trace")]
 
 
 @pytest.mark.parametrize("task", SPLIT_TASKS, ids=repr)
@@ -108,7 +108,7 @@ def test_no_eval_prompt_of_any_seed_is_trained_on(task):
     seeds = (0, 1, 2, 17)
     evals = {p.prompt for s in seeds for n in (1, 30, 60) for p in task.problems("eval", n, s)}
     train = {p.prompt for s in seeds for n in (10, 1500) for p in task.problems("train", n, s)}
-    name = "countdown" if isinstance(task, Countdown) else "arithmetic"
+    name = task.name
     knobs = {f: getattr(task, f) for f in task.__dataclass_fields__ if f != "name"}
     sft = {
         p.prompt for s in seeds for p in sft_data(WarmStartConfig(task=name, task_knobs=knobs, seed=s, n_train=1500))
