@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit
+from scipy import stats as sps
 
 from analysis.mlflow_loader import RUN_COLUMNS, TAGS, param_text
 
@@ -87,11 +87,13 @@ def common_k(runs: pd.DataFrame) -> int | None:
 
 
 def t_interval(mean: pd.Series, sd: pd.Series, n: pd.Series, level: float = 0.95) -> tuple[pd.Series, pd.Series]:
-    """Two-sided t confidence interval of a mean from (mean, sd, n), vectorised; NaN where n < 2."""
+    """Two-sided t confidence interval of a mean from (mean, sd, n): ``scipy.stats.t.interval`` with n - 1 degrees of
+    freedom, scaled by the standard error sd / sqrt(n); vectorised; NaN where n < 2 (no interval from one seed)."""
     n = n.astype(float)
-    half = stdtrit(np.maximum(n - 1, 1), 0.5 + level / 2) * sd / np.sqrt(n)
-    half = half.where(n >= 2)
-    return mean - half, mean + half
+    df = n.where(n >= 2) - 1  # NaN degrees of freedom give NaN quantiles
+    q_lo, q_hi = sps.t.interval(level, df.to_numpy())
+    se = sd / np.sqrt(n)
+    return mean + q_lo * se, mean + q_hi * se
 
 
 def mean_ci(frame: pd.DataFrame, by: Sequence[str], value: str = "value", level: float = 0.95) -> pd.DataFrame:

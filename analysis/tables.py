@@ -4,7 +4,8 @@
     text = to_markdown(format_table(table))    # '0.612 ± 0.034' cells
     tex = to_latex(format_table(table), caption="Final metrics")
 
-The Markdown and LaTeX writers are small and local (no tabulate or jinja2 needed).
+Markdown comes from ``DataFrame.to_markdown`` (tabulate), LaTeX from pandas' ``Styler.to_latex`` (jinja2), both in the
+``analysis`` extra.
 """
 
 from __future__ import annotations
@@ -66,32 +67,28 @@ def format_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of the (string) frame."""
-    cols = [str(c) for c in table.columns]
-    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(esc(c) for c in cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    """A GitHub-flavoured Markdown table of the (string) frame (``DataFrame.to_markdown``; cells kept as written, '|'
+    escaped)."""
+    cells = table.astype(str).map(lambda v: v.replace("|", "\\|"))
+    cells.columns = [str(c).replace("|", "\\|") for c in table.columns]
+    return cells.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}  # fmt: skip
-
-
-def _tex(text: object) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
+# pandas escapes cells and headers (escape="latex") but writes the caption as given: it gets the same escaping here.
+_TEX = str.maketrans({"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                      "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"})  # fmt: skip
 
 
 def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
-    """A booktabs ``table`` environment of the (string) frame, special characters escaped."""
-    cols = list(table.columns)
-    lines = ["\\begin{table}[t]", "\\centering", "\\small"]
-    if caption:
-        lines.append(f"\\caption{{{_tex(caption)}}}")
-    if label:
-        lines.append(f"\\label{{{label}}}")
-    lines += [f"\\begin{{tabular}}{{{'l' * len(cols)}}}", "\\toprule", " & ".join(_tex(c) for c in cols) + r" \\"]
-    lines.append("\\midrule")
-    lines += [" & ".join(_tex(v) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(lines) + "\n"
+    """A booktabs ``table`` float of the (string) frame (pandas ``Styler.to_latex``), special characters escaped;
+    '±' written as ``$\\pm$`` and '–' as ``--`` so any TeX engine reads them."""
+    styler = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    tex = styler.to_latex(
+        column_format="l" * table.shape[1],
+        position="t",
+        position_float="centering",
+        hrules=True,
+        caption=caption.translate(_TEX) if caption else None,
+        label=label,
+    )
+    return tex.replace("±", r"$\pm$").replace("–", "--")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from analysis.stats import METRICS, final_values, mean_ci, metric_keys, modal_subset, select_metric, setting_keys
 
@@ -16,6 +17,18 @@ def test_mean_ci_is_the_t_interval_over_seeds() -> None:
     assert out.loc["a", "mean"] == pytest.approx(0.4) and out.loc["a", "n"] == 3
     assert out.loc["a", "lo"] == pytest.approx(0.4 - half) and out.loc["a", "hi"] == pytest.approx(0.4 + half)
     assert out.loc["b", "n"] == 1 and np.isnan(out.loc["b", "lo"])  # one seed: no interval
+
+
+def test_mean_ci_matches_scipys_one_sample_t_test_per_group() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"c": rng.choice(list("abcde"), 60), "value": rng.normal(0.5, 0.2, 60)})
+    frame.loc[frame["c"] == "e", "value"] = 0.25  # identical seeds: a zero-width interval, not NaN
+    out = mean_ci(frame, ["c"]).set_index("c")
+    for c, values in frame.groupby("c")["value"]:
+        spread = values.std() > 0
+        ci = stats.ttest_1samp(values.to_numpy(), 0.0).confidence_interval(0.95) if spread else (0.25, 0.25)
+        expected = (values.mean(), len(values), *ci)
+        assert (out.loc[c, "mean"], out.loc[c, "n"], out.loc[c, "lo"], out.loc[c, "hi"]) == pytest.approx(expected)
 
 
 def test_final_values_take_each_runs_last_step() -> None:
