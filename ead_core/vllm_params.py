@@ -4,9 +4,13 @@ vLLM hands ``extra_args`` to logits processors unchanged, and the OpenAI-compati
 the request's ``vllm_xargs``, which only carries flat ``str | int | float | list`` values. The schedule's
 ``to_dict()`` is therefore flattened to ``ead_<field>`` keys:
 
-    ead_kind     "ead" or "fixed" (required as soon as any ``ead_`` key is present)
-    ead_<field>  the schedule's fields: tau_max, tau_min, d0, c, d_growth, d_cap, d_scale (EAD) or tau (fixed)
-    ead_step     the global training step s of the policy being sampled (required for "ead"; d_s = decay(s))
+    ead_kind     a schedule kind of ``ead_core.schedule.SCHEDULE_KINDS`` (required as soon as any ``ead_`` key is
+                 present): ead, fixed, reverse, linear, cosine, fixed_matched, entropy_target
+    ead_<field>  the schedule's fields, e.g. tau_max, tau_min, d0, c, d_growth, d_cap, d_scale (ead, reverse,
+                 linear, cosine), tau (fixed), tau and target_entropy (fixed_matched), h_max, h_min, d0, ...,
+                 tau_lo, tau_hi (entropy_target)
+    ead_step     the global training step s of the policy being sampled (required for the kinds whose length
+                 scale grows with the step: all but fixed and fixed_matched; d_s = decay(s))
     ead_origin   optional: the original prompt length, for a request resubmitted as prompt + partial output,
                  so that the response position t keeps counting from the original prompt
 
@@ -26,7 +30,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from ead_core._checks import check_int, check_range
-from ead_core.schedule import EADSchedule, FixedSchedule, Schedule, schedule_from_dict
+from ead_core.schedule import SCHEDULE_CLASSES, Schedule, schedule_from_dict
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -35,7 +39,7 @@ PREFIX = "ead_"
 KIND_KEY = "ead_kind"
 STEP_KEY = "ead_step"
 ORIGIN_KEY = "ead_origin"
-_CLASSES: dict[str, type] = {"ead": EADSchedule, "fixed": FixedSchedule}
+_CLASSES: dict[str, type] = SCHEDULE_CLASSES
 _FIELDS: dict[str, tuple[str, ...]] = {k: tuple(f.name for f in fields(c)) for k, c in _CLASSES.items()}
 _REQUIRED: dict[str, tuple[str, ...]] = {
     k: tuple(f.name for f in fields(c) if f.default is MISSING and f.default_factory is MISSING)
@@ -51,22 +55,18 @@ class EADRequest:
     step: float = 0.0
     origin: int | None = None
 
-    def kernel_args(self) -> tuple[float, float, float, float]:
-        """``(tau_max, tau_min, d, c)`` for ``anneal_temperature``, with ``d = schedule.decay(step)``.
+    def kernel_args(self) -> tuple[float, ...]:
+        """``(code, a, b, d, c, e, f)`` for the per-row kernels of ``ead_core.schedules.kernels`` at this step.
 
-        A fixed temperature tau is the degenerate curve ``(0, tau, inf, 0)``: the decaying branch
+        A fixed temperature tau is the degenerate EAD curve ``(0, tau, inf, 0)``: the decaying branch
         ``1 + 0 - exp(0) = 0`` lies below the floor, so the kernel returns exactly tau at every position.
-        Both kinds therefore run through the same kernel, as the baseline must.
+        Fixed and EAD therefore run through the same kernel, as the baseline must.
         """
-        s = self.schedule
-        d = s.decay(self.step)
-        if isinstance(s, FixedSchedule):
-            return 0.0, s.tau, d, 0.0
-        return s.tau_max, s.tau_min, d, float(s.c)
+        return self.schedule.kernel_args(self.step)
 
 
 def allowed_keys(kind: str | None = None) -> list[str]:
-    """The ``extra_args`` keys understood for ``kind`` (both kinds when None)."""
+    """The ``extra_args`` keys understood for ``kind`` (every kind when None)."""
     kinds = [kind] if kind else list(_CLASSES)
     names = {PREFIX + f for k in kinds for f in _FIELDS[k]}
     return sorted(names | {KIND_KEY, STEP_KEY, ORIGIN_KEY})
@@ -92,15 +92,16 @@ def schedule_to_extra_args(
 ) -> dict[str, Any]:
     """Flat ``extra_args`` for ``schedule`` at training step ``step`` (and an optional original prompt length).
 
-    ``step`` is required for an ``EADSchedule`` (a forgotten step would silently sample at step 0) and
-    defaults to 0 for a ``FixedSchedule``, where it has no effect. An infinite ``d_cap`` is written as the
-    string ``"inf"`` so the dict stays valid JSON for ``vllm_xargs``.
+    ``step`` is required for a schedule whose length scale grows with the step (``step_dependent``: a forgotten
+    step would silently sample at step 0) and defaults to 0 for fixed temperatures, where it has no effect. An
+    infinite ``d_cap`` is written as the string ``"inf"`` so the dict stays valid JSON for ``vllm_xargs``.
     """
-    if not isinstance(schedule, (EADSchedule, FixedSchedule)):
-        raise ValueError(f"schedule must be an EADSchedule or FixedSchedule, got {type(schedule).__name__}")
+    if type(schedule) not in _CLASSES.values():
+        raise ValueError(f"schedule must be one of the kinds {sorted(_CLASSES)}, got {type(schedule).__name__}")
     if step is None:
-        if isinstance(schedule, EADSchedule):
-            raise ValueError("step is required for an EADSchedule: d_s = schedule.decay(step) depends on it")
+        if schedule.step_dependent:
+            name = type(schedule).__name__
+            raise ValueError(f"step is required for a {name}: d_s = schedule.decay(step) depends on it")
         step = 0
     check_range("step", step, ge=0.0)
     out: dict[str, Any] = {}
@@ -134,7 +135,7 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> EADRequest | None:
     if unknown:
         raise ValueError(f"unknown EAD key(s) {unknown} for {KIND_KEY}={kind!r}; allowed: {allowed_keys(kind)}")
     missing = [PREFIX + f for f in _REQUIRED[kind] if PREFIX + f not in extra_args]
-    if kind == "ead" and STEP_KEY not in extra_args:
+    if _CLASSES[kind].step_dependent and STEP_KEY not in extra_args:
         missing.append(STEP_KEY)  # a forgotten step would silently freeze the schedule at d0
     if missing:
         raise ValueError(f"extra_args is missing {missing} (required for {KIND_KEY}={kind!r})")

@@ -15,9 +15,14 @@ interface and a registration (engine argument or entry point) names one class:
   constructed as ``(vllm_config, req_states)``, told about requests through ``add_request``,
   ``apply(logits, ctx)`` runs before vLLM's temperature. t = pos + 1 - prompt_len, all on device.
 
-Either way the per-slot parameters live in arrays, ``apply`` is one vectorised expression through
-``ead_core.schedule.anneal_temperature`` (the kernel ``EADSchedule.temperatures`` uses), and dividing by
-a positive number commutes with vLLM's temperature, so the behaviour policy is softmax(z / (T * tau_t)).
+Either way the per-slot parameters live in arrays (``kernel_args`` of the request's schedule: a kind code and six
+numbers) and ``apply`` is vectorised through the kernels of ``ead_core.schedules.kernels``, the ones the schedule
+classes use: EAD, fixed and plain rows take one ``anneal_temperature`` call as before; reverse, linear and cosine
+rows their own kernel; ``entropy_target`` rows solve their temperature from this step's logits (a bisection on log
+tau over those rows at once). Dividing by a positive number commutes with vLLM's temperature, so the behaviour
+policy is softmax(z / (T * tau_t)). For ``entropy_target`` the temperature is solved on z / T on both runners (the
+V1 runner applies T before custom processors; on Model Runner V2 the processor divides by the request's T itself
+before solving), so the two runners sample from the same distribution.
 
 Registration: the engine argument ``logits_processors=[EADLogitsProcessor]`` (or the string
 ``"ead_core.vllm_processor:EADLogitsProcessor"``) and the ``vllm.logits_processors`` entry point that
@@ -28,7 +33,6 @@ active, so the temperature is applied exactly once however the class was registe
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,7 +48,8 @@ try:  # Model Runner V2's interface (vLLM >= 0.32); import-light by vLLM's desig
 except ImportError:  # pragma: no cover - older vLLM: the class then serves the V1 runner only
     V2LogitsProcessor = object  # type: ignore[assignment,misc]
 
-from ead_core.schedule import anneal_temperature
+from ead_core.schedules import kernels as K
+from ead_core.schedules.kernels import anneal_temperature
 from ead_core.vllm_params import EADRequest, check_sampling_options, parse_extra_args
 
 if TYPE_CHECKING:
@@ -56,9 +61,10 @@ logger = init_logger(__name__)
 
 FQCN = "ead_core.vllm_processor:EADLogitsProcessor"
 
-# Kernel arguments (tau_max, tau_min, d, c) that give tau = 1 exactly at every position: a request
+# Kernel arguments (code, a, b, d, c, e, f) that give tau = 1 exactly at every position: a request
 # without EAD is the fixed temperature 1.0 (see EADRequest.kernel_args).
-_IDENTITY = (0.0, 1.0, math.inf, 0.0)
+_IDENTITY = K.IDENTITY
+_SAMPLING_EPS = 1e-5  # vLLM treats temperatures below this as greedy (and divides those rows by 1)
 _NO_TOKENS: tuple[int, ...] = ()
 
 # Double-registration guard: id(vllm_config) -> weak reference to the live instance for that engine.
@@ -83,30 +89,32 @@ def _parse_or_log(params: SamplingParams | None) -> EADRequest | None:
 class _V1Slots:
     """Per-slot state for the V1 runner: kernel arguments by slot plus each slot's live output-token list."""
 
-    TAU_MAX, TAU_MIN, D, C, OFFSET = range(5)
+    CODE, A, B, D, C, E, F, OFFSET = range(8)
+    ROWS = 8
 
     def __init__(self, capacity: int, device: torch.device) -> None:
         self.device = torch.device(device)
-        self.params = np.empty((5, 0), dtype=np.float64)
+        self.params = np.empty((self.ROWS, 0), dtype=np.float64)
         self.outs: list[Sequence[int]] = []
         self.active = np.zeros(0, dtype=bool)
         self.num_active = 0
+        self.num_other = 0  # active slots whose kind is not on the EAD kernel (reverse, linear, ...)
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
         old = self.params.shape[1]
         if capacity <= old:
             return
-        params = np.empty((5, capacity), dtype=np.float64)
+        params = np.empty((self.ROWS, capacity), dtype=np.float64)
         params[:, :old] = self.params
-        params[:4, old:] = np.array(_IDENTITY)[:, None]
+        params[: self.OFFSET, old:] = np.array(_IDENTITY)[:, None]
         params[self.OFFSET, old:] = 0.0
         self.params = params
         self.outs.extend([_NO_TOKENS] * (capacity - old))
         self.active = np.concatenate([self.active, np.zeros(capacity - old, dtype=bool)])
 
     def _clear(self, i: int) -> None:
-        self.params[:4, i] = _IDENTITY
+        self.params[: self.OFFSET, i] = _IDENTITY
         self.params[self.OFFSET, i] = 0.0
         self.outs[i] = _NO_TOKENS
         self.active[i] = False
@@ -122,7 +130,7 @@ class _V1Slots:
                 )
             else:
                 offset = len(prompt) - req.origin  # tokens of an earlier partial response now in the prompt
-        self.params[:4, i] = req.kernel_args()
+        self.params[: self.OFFSET, i] = req.kernel_args()
         self.params[self.OFFSET, i] = offset
         self.outs[i] = out  # vLLM's live list: its length is the number of tokens generated so far
         self.active[i] = True
@@ -152,20 +160,34 @@ class _V1Slots:
                 self.outs[b] = self.outs[a]
                 self._clear(a)
         self.num_active = int(np.count_nonzero(self.active))
+        self.num_other = int(np.count_nonzero(self.params[self.CODE] != K.EAD))  # empty slots hold EAD's identity
 
-    def temperatures(self, num_rows: int) -> np.ndarray:
-        """tau for logits rows 0..num_rows-1 (rows are slots on the V1 runner); 1.0 for plain requests."""
+    def temperatures(self, logits: torch.Tensor) -> np.ndarray:
+        """tau for each logits row (rows are slots on the V1 runner); 1.0 for plain requests."""
+        num_rows = logits.shape[0]
         self._grow(num_rows)
         p = self.params[:, :num_rows]
         t = np.fromiter(map(len, self.outs[:num_rows]), dtype=np.float64, count=num_rows)
         t += p[self.OFFSET]
-        return anneal_temperature(t, p[self.TAU_MAX], p[self.TAU_MIN], p[self.D], p[self.C])
+        if not self.num_other:  # only EAD, fixed and plain rows: one kernel call
+            return anneal_temperature(t, p[self.A], p[self.B], p[self.D], p[self.C])
+        tau = K.family_temperature(p[self.CODE], t, p[self.A], p[self.B], p[self.D], p[self.C])
+        rows = np.flatnonzero(p[self.CODE] == K.ENTROPY)
+        if rows.size:  # the logits-dependent kind: solve on this step's logits of its rows only
+            z = logits[torch.from_numpy(rows).to(logits.device)]
+            if z.device.type == "cpu":
+                z = z.numpy()  # the numpy solver, as every CPU sampler uses it
+            q = p[:, rows]
+            args = (t[rows], q[self.A], q[self.B], q[self.D], q[self.C], q[self.E], q[self.F])
+            tau_rows = K.entropy_target_temperature(z, *args)
+            tau[rows] = tau_rows.cpu().numpy() if isinstance(tau_rows, torch.Tensor) else tau_rows
+        return tau
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.num_active:
             return logits
-        tau = self.temperatures(logits.shape[0])
-        if (tau == 1.0).all():  # every EAD row is still in its warm-up (t < c): nothing to divide
+        tau = self.temperatures(logits)
+        if (tau == 1.0).all():  # every schedule row is at tau = 1 (warm-up t < c, or left alone): nothing to divide
             return logits
         tau_t = torch.from_numpy(tau.astype(np.float32))
         if logits.device.type != "cpu":
@@ -176,26 +198,28 @@ class _V1Slots:
 class _V2Slots:
     """Per-slot state for Model Runner V2: kernel arguments staged on the host, mirrored on the device."""
 
-    TAU_MAX, TAU_MIN, D, C, ORIGIN = range(5)
+    CODE, A, B, D, C, E, F, ORIGIN, TEMP = range(9)
+    ROWS = 9
 
     def __init__(self, req_states: LogitsProcRequestState) -> None:
         n = req_states.max_num_reqs
         self.req_states = req_states
-        self.host = np.empty((5, n), dtype=np.float32)
-        self.host[:4] = np.array(_IDENTITY, dtype=np.float32)[:, None]
+        self.host = np.empty((self.ROWS, n), dtype=np.float32)
+        self.host[: self.ORIGIN] = np.array(_IDENTITY, dtype=np.float32)[:, None]
         self.host[self.ORIGIN] = -1.0  # -1: count from the request's prompt_len
+        self.host[self.TEMP] = 1.0
         self.active = np.zeros(n, dtype=bool)
         self.device_params = torch.from_numpy(self.host.copy()).to(req_states.device)
         self.dirty = False
 
     def add_request(self, slot: int, params: SamplingParams) -> bool:
         req = _parse_or_log(params)
-        if req is None:
-            self.host[:4, slot] = _IDENTITY
-            self.host[self.ORIGIN, slot] = -1.0
-        else:
-            self.host[:4, slot] = req.kernel_args()
-            self.host[self.ORIGIN, slot] = -1.0 if req.origin is None else req.origin
+        self.host[: self.ORIGIN, slot] = _IDENTITY if req is None else req.kernel_args()
+        self.host[self.ORIGIN, slot] = -1.0 if req is None or req.origin is None else req.origin
+        # vLLM divides by the request's temperature T after custom processors on this runner (before them on V1):
+        # entropy_target solves on logits / T so that both runners reach the same behaviour distribution.
+        temperature = getattr(params, "temperature", 1.0) if req is not None else 1.0
+        self.host[self.TEMP, slot] = temperature if temperature >= _SAMPLING_EPS else 1.0
         self.active[slot] = req is not None
         self.dirty = True
         return req is not None
@@ -207,19 +231,28 @@ class _V2Slots:
             self.device_params.copy_(torch.from_numpy(self.host), non_blocking=True)
             self.dirty = False
 
-    def temperatures(self, ctx: LogitsContext) -> torch.Tensor:
+    def temperatures(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         """tau per logits row (one row per draft token under speculative decoding), on the device."""
         slot = ctx.expanded_idx_mapping.long()
         q = self.device_params.index_select(1, slot)
         prompt_len = self.req_states.prompt_len.gpu.index_select(0, slot).to(q.dtype)
         origin = torch.where(q[self.ORIGIN] >= 0, q[self.ORIGIN], prompt_len)
         t = (ctx.pos.to(q.dtype) + 1.0 - origin).clamp_(min=0.0)  # partial-prefill rows: t < 0, discarded
-        return anneal_temperature(t, q[self.TAU_MAX], q[self.TAU_MIN], q[self.D], q[self.C])
+        present = set(self.host[self.CODE, ctx.idx_mapping_np].tolist())  # host-side: no device sync
+        if present <= {K.EAD}:
+            return anneal_temperature(t, q[self.A], q[self.B], q[self.D], q[self.C])
+        tau = K.family_temperature(q[self.CODE], t, q[self.A], q[self.B], q[self.D], q[self.C], present=present)
+        if K.ENTROPY in present:  # all rows at once (no data-dependent shapes); other kinds' rows are discarded
+            z = logits.float() / q[self.TEMP].unsqueeze(1)
+            args = (t, q[self.A], q[self.B], q[self.D], q[self.C], q[self.E], q[self.F])
+            tau_e = K.entropy_target_temperature(z, *args, backend="torch")
+            tau = torch.where(q[self.CODE] == K.ENTROPY, tau_e.to(tau.dtype), tau)
+        return tau
 
     def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         if not self.active[ctx.idx_mapping_np].any():  # host-side check: no device sync
             return logits
-        return logits.div_(self.temperatures(ctx).unsqueeze(1))
+        return logits.div_(self.temperatures(logits, ctx).unsqueeze(1))
 
 
 class EADLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ead_core.schedule import PRESET_SCALES, EADSchedule, FixedSchedule, Schedule
+from ead_core.schedule import PRESET_SCALES, EntropyTargetSchedule, FixedSchedule, Schedule, schedule_from_dict
 from experiments.local.policy import SIZES
 from experiments.local.tasks import SPLIT_VERSION, TASKS, make_task
 from experiments.local.warmstart import WarmStartConfig
 from experiments.tracking.hashing import config_hash
 
 ALGORITHMS = ("grpo", "dapo", "clip_cov", "kl_cov")
+SAMPLING_KINDS = ("ead", "fixed", "reverse", "linear", "cosine", "entropy_target")
 # Fields that change how a run executes, never what it computes: left out of the config hash, so runs that differ
 # only in them are one setting and seed (one run to resume, one replicate in the statistics).
 EXECUTION_FIELDS = ("threads", "ckpt_interval")
@@ -27,10 +28,16 @@ def _h(text: str) -> dict[str, str]:
 
 @dataclass
 class SamplingConfig:
-    """Behaviour policy: EAD (annealed) or a fixed temperature, through the same sampler."""
+    """Behaviour policy: EAD (annealed), a fixed temperature or another schedule kind, through the same sampler.
 
-    kind: str = field(default="ead", metadata=_h("'ead' or 'fixed'"))
-    preset: str = field(default="paper", metadata=_h("EAD decay scale preset: 'paper' (x1) or 'reference' (x20)"))
+    Kinds (ead_core.schedule): ead, fixed, reverse (EAD's mirror: tau_min -> tau_max), linear and cosine (tau_max ->
+    tau_min over d_s tokens after c), entropy_target (per token, the tau in [tau_lo, tau_hi] whose entropy is
+    max(h_min, h_max exp(-t / d_s))). The decaying kinds share tau_max/tau_min (not entropy_target), d0, c, d_growth,
+    d_cap and the preset's d_scale.
+    """
+
+    kind: str = field(default="ead", metadata=_h("ead | fixed | reverse | linear | cosine | entropy_target"))
+    preset: str = field(default="paper", metadata=_h("decay scale preset: 'paper' (x1) or 'reference' (x20)"))
     tau_max: float = field(default=1.2, metadata=_h("EAD starting temperature"))
     tau_min: float = field(default=0.1, metadata=_h("EAD floor temperature"))
     d0: float = field(default=8.0, metadata=_h("EAD decay length at step 0 (scaled to ~10-token responses)"))
@@ -39,18 +46,28 @@ class SamplingConfig:
     d_cap: float = field(default=40000.0, metadata=_h("EAD: cap on d0 + d_growth * step"))
     d_scale: float | None = field(default=None, metadata=_h("EAD decay scale; None takes the preset's"))
     tau: float = field(default=1.0, metadata=_h("fixed temperature (kind='fixed')"))
+    h_max: float = field(default=1.0, metadata=_h("entropy_target: target entropy (nats) at t = 0"))
+    h_min: float = field(default=0.0, metadata=_h("entropy_target: floor of the target entropy (nats)"))
+    tau_lo: float = field(default=1.0, metadata=_h("entropy_target: lowest temperature (1: never cools)"))
+    tau_hi: float = field(default=2.0, metadata=_h("entropy_target: highest temperature"))
 
     def schedule(self) -> Schedule:
         """The ONE schedule object used by the sampler and the trainer."""
         if self.kind == "fixed":
             return FixedSchedule(self.tau)
-        if self.kind != "ead":
-            raise ValueError(f"sampling.kind must be 'ead' or 'fixed', got {self.kind!r}")
+        if self.kind not in SAMPLING_KINDS:
+            others = ", ".join(repr(k) for k in SAMPLING_KINDS[2:])
+            raise ValueError(f"sampling.kind must be 'ead' or 'fixed' or one of {others}, got {self.kind!r}")
         if self.preset not in PRESET_SCALES:
             raise ValueError(f"sampling.preset must be one of {sorted(PRESET_SCALES)}, got {self.preset!r}")
         scale = PRESET_SCALES[self.preset] if self.d_scale is None else self.d_scale
+        decay = {"d0": self.d0, "c": self.c, "d_growth": self.d_growth, "d_cap": self.d_cap, "d_scale": scale}
+        if self.kind == EntropyTargetSchedule.kind:
+            ends = {"h_max": self.h_max, "h_min": self.h_min, "tau_lo": self.tau_lo, "tau_hi": self.tau_hi}
+        else:
+            ends = {"tau_max": self.tau_max, "tau_min": self.tau_min}
         try:
-            return EADSchedule(self.tau_max, self.tau_min, self.d0, self.c, self.d_growth, self.d_cap, scale)
+            return schedule_from_dict({"kind": self.kind, **ends, **decay})
         except ValueError as e:
             raise ValueError(f"sampling.{e}") from None
 
@@ -208,7 +225,7 @@ class RLVRConfig:
         need(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         need(self.threads >= 0, "threads", "an integer >= 0", self.threads)
         sched = self.sampling.schedule()  # validates sampling.*
-        c = sched.c if isinstance(sched, EADSchedule) else 0
+        c = getattr(sched, "c", 0)
         need(self.max_new_tokens > c, "max_new_tokens", f"> sampling.c ({c})", self.max_new_tokens)
         need(self.max_new_tokens <= 200, "max_new_tokens", "<= 200 (the policy's context is 256)", self.max_new_tokens)
         need(self.tis.level in ("token", "sequence"), "tis.level", "'token' or 'sequence'", self.tis.level)

@@ -31,9 +31,10 @@ class Rollout:
     response_ids: torch.Tensor  # (B, R) pad after EOS
     response_mask: torch.Tensor  # (B, R) float, 1 for generated tokens incl. EOS
     behavior_logprobs: torch.Tensor  # (B, R) log-prob of each sampled token under the behaviour policy
-    temperatures: torch.Tensor  # (R,) tau_t used at each response position
+    temperatures: torch.Tensor  # (R,) tau_t used at each response position (logits-dependent: mean over live rows)
     ended: torch.Tensor  # (B,) bool: stopped by EOS (not by the length limit)
     texts: list[str]  # decoded responses without special tokens
+    row_temperatures: torch.Tensor | None = None  # (B, R) tau of every sampled token (None in hand-built subsets)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -89,7 +90,11 @@ def sample(
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
     b = prompt_ids.shape[0]
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
+    adaptive = schedule.needs_logits  # entropy_target: tau per row from this step's logits
+    if adaptive:
+        taus, row_taus = torch.ones(max_new_tokens), torch.ones(b, max_new_tokens)
+    else:
+        taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
     out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
     out_lp = torch.zeros(b, max_new_tokens)
     out_mask = torch.zeros(b, max_new_tokens)
@@ -101,7 +106,10 @@ def sample(
         cache, logits = out.past_key_values, out.logits[:, -1, :]
         next_pos = pos[:, -1:] + 1
         for t in range(max_new_tokens):
-            logp = torch.log_softmax(logits.float() / (1.0 if greedy else taus[t]), dim=-1)
+            if adaptive and not greedy:
+                row_taus[:, t] = schedule.temperatures_for_logits(logits.float(), position_offset + t, step)
+            tau = row_taus[:, t, None] if adaptive else taus[t]
+            logp = torch.log_softmax(logits.float() / (1.0 if greedy else tau), dim=-1)
             if greedy:
                 tok = logp.argmax(dim=-1)
             else:
@@ -125,7 +133,12 @@ def sample(
             cache, logits = out.past_key_values, out.logits[:, -1, :]
             next_pos = next_pos + 1
     texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
-    return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts)
+    if adaptive:  # per position: the mean tau of the rows still generating there (1.0 where none is)
+        live = out_mask.sum(dim=0)
+        taus = torch.where(live > 0, (row_taus * out_mask).sum(dim=0) / live.clamp(min=1), 1.0)
+    else:
+        row_taus = taus.expand(b, -1)
+    return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts, row_taus)
 
 
 def sequence_logprobs(
@@ -136,8 +149,9 @@ def sequence_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of the rollout's response tokens under ``model`` in eval mode (with grad if enabled by the caller).
 
-    ``temperatures`` (R,) divides the logits per response position (None: temperature 1.0, the
-    target policy). Entropy (of the temperature-1 policy) is returned when ``with_entropy``.
+    ``temperatures`` (R,) divides the logits per response position, (B, R) per token (a logits-dependent
+    schedule's ``row_temperatures``); None: temperature 1.0, the target policy. Entropy (of the temperature-1
+    policy) is returned when ``with_entropy``.
     Positions outside the response mask are 0.
     """
     p = rollout.prompt_ids.shape[1]
@@ -149,7 +163,8 @@ def sequence_logprobs(
     logits = logits[:, p - 1 : p + r - 1, :].float()
     entropy = token_entropy(logits, rollout.response_mask) if with_entropy else None
     if temperatures is not None:
-        logits = logits / temperatures.to(logits.dtype)[None, :, None]
+        tau = temperatures.to(logits.dtype)
+        logits = logits / (tau[None, :, None] if tau.dim() == 1 else tau[:, :, None])
     logp = torch.log_softmax(logits, dim=-1).gather(2, rollout.response_ids[:, :, None]).squeeze(2)
     return logp * rollout.response_mask, entropy
 
