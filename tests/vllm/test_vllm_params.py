@@ -45,7 +45,7 @@ def test_numeric_strings_are_accepted() -> None:
     ("extra", "message"),
     [
         ({"ead_tau": 0.5}, "no 'ead_kind'"),
-        ({"ead_kind": "linear"}, "'ead_kind'.*one of \\['ead', 'fixed'\\]"),
+        ({"ead_kind": "annealed"}, "'ead_kind'.*one of \\['cosine', 'ead', 'entropy_target', 'fixed'"),
         ({"ead_kind": "fixed", "ead_tau": 0.5, "ead_tau_max": 1.2}, "unknown EAD key.*'ead_tau_max'"),
         ({"ead_kind": "fixed"}, "missing \\['ead_tau'\\]"),
         ({"ead_kind": "ead", "ead_tau_max": 1.2, "ead_tau_min": 0.1, "ead_d0": 25}, "missing \\['ead_step'\\]"),
@@ -89,13 +89,14 @@ def test_kernel_args_reproduce_the_schedule_exactly() -> None:
     # The processor feeds kernel_args() to anneal_temperature; a fixed temperature must come out exact.
     t = np.arange(0, 5000, dtype=np.float64)
     for schedule, step in [(A, 0), (A, 40), (EADSchedule.preset("paper"), 7)]:
-        tau_max, tau_min, d, c = EADRequest(schedule, step).kernel_args()
+        code, tau_max, tau_min, d, c, *_ = EADRequest(schedule, step).kernel_args()
+        assert code == 0  # the EAD kernel
         assert d == schedule.decay(step)
         np.testing.assert_array_equal(anneal_temperature(t, tau_max, tau_min, d, c), schedule.temperatures(t, step))
         rows = [np.full_like(t, a) for a in (tau_max, tau_min, d, c)]  # per-row parameters, as in the processor
         np.testing.assert_allclose(anneal_temperature(t, *rows), schedule.temperatures(t, step), rtol=1e-12)
     for tau in (0.1, 0.6, 1.0, 1.7, 3.0):
-        args = EADRequest(FixedSchedule(tau)).kernel_args()
+        args = EADRequest(FixedSchedule(tau)).kernel_args()[1:5]
         np.testing.assert_array_equal(anneal_temperature(t, *args), np.full_like(t, tau))
         vec = [np.full_like(t, a) for a in args]  # the per-row (array) path of the kernel too
         np.testing.assert_array_equal(anneal_temperature(t, *vec), np.full_like(t, tau))
