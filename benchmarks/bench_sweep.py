@@ -1,7 +1,8 @@
 """Overhead of the sweep layer, measured side by side in one run and printed as ratios.
 
 1. Launch to first training step, per job: the same smoke job (2 steps of the tiny policy, warm start given) started
-   as ``python -m experiments.local`` (no sweep layer, no tracking), as ``python sweep.py`` (Hydra, validation, MLflow
+   as a bare trainer process (``experiments.local.run`` from ``python -c``: no sweep layer, no tracking; the baseline,
+   not a front end), as ``python sweep.py`` (Hydra, validation, MLflow
    run in a SQLite store) and as a one-job ``python sweep.py -m hydra/launcher=submitit_local`` sweep (plus the
    sweeper's plan, a submitit process and the ``mlflow server`` the sweep starts). The clock runs from process start
    to the first metrics record in the run directory (evaluation at step 0 plus step 0: the same work everywhere).
@@ -34,6 +35,13 @@ SMOKE = dict(
     task_knobs=EASY, steps=2, sft_steps=20, prompts_per_step=2, rollouts_per_prompt=2, mini_batches=1,
     max_new_tokens=12, train_pool=50, eval_interval=1, eval_prompts=2, eval_k=2, ckpt_interval=1, threads=1,
 )  # fmt: skip
+
+
+# The trainer alone in a process: the config JSON file, the run directory.
+DIRECT = (
+    "import json, sys; from experiments.local import from_dict, run; "
+    "run(from_dict(json.load(open(sys.argv[1]))).validate(), run_dir=sys.argv[2], progress=False)"
+)
 
 
 def policy_dir() -> str:
@@ -76,7 +84,7 @@ def launch_overhead(policy: str, rounds: int, work: Path) -> dict[str, list[floa
     ensure_experiment(make_client(uri), "smoke", uri)
     for r in range(rounds):
         run_dir = work / f"direct{r}"
-        cmd = [py, "-m", "experiments.local", "--config", str(cfg_file), "--run-dir", str(run_dir), "--quiet"]
+        cmd = [py, "-c", DIRECT, str(cfg_file), str(run_dir)]
         out["direct"].append(_first_record_s(cmd, work, run_dir)[0])
         root = work / f"runs{r}"
         args = [a if not a.startswith("runs_root=") else f"runs_root={root}" for a in sweep_args]

@@ -1,6 +1,7 @@
 """Study jobs: entropy by position, position branching and the effective schedule.
 
-``python -m experiments.studies {entropy,branching,schedule} --help``; each logs through a RunLogger.
+``python sweep.py study={entropy,branching,schedule} [study.<option>=value ...]`` (experiments.sweep.study_jobs);
+each logs through a RunLogger.
 """
 
 from experiments.studies.branching import BranchingStudyConfig
