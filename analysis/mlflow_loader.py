@@ -211,10 +211,33 @@ def load_runs(
 HISTORY_COLUMNS = ["run_id", "key", "step", "value", "timestamp"]
 
 
+# The bulk path reads MLflow's own ``metrics`` table through its ORM definition (``mlflow.store.tracking.dbmodels``,
+# not a public API): measured ~15x faster than the public ``get_metric_history`` (README "Figures and analysis"), so
+# MLflow is pinned to the tested minor version in pyproject.toml and tests/analysis/test_mlflow_loader.py fails when
+# this path breaks.
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
 def _sql_store(client: MlflowClient) -> Any:
     """The client's SQLAlchemy tracking store, or None (HTTP, file store)."""
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    return store if hasattr(store, "engine") and hasattr(store, "ManagedSessionMaker") else None
+    return sql_store_of(getattr(getattr(client, "_tracking_client", None), "store", None), client.tracking_uri)
+
+
+def sql_store_of(store: Any, tracking_uri: str) -> Any:
+    """``store`` when it is the SQLAlchemy store the bulk path reads, None for HTTP or file stores. A database URI whose
+    store does not look like the one this module was tested with is an error, never a silent switch to the API."""
+    if hasattr(store, "engine") and hasattr(store, "ManagedSessionMaker"):
+        return store
+    scheme = str(tracking_uri).split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in SQL_SCHEMES:
+        import mlflow
+
+        raise RuntimeError(
+            f"MLflow {mlflow.__version__}'s tracking store for {tracking_uri} ({type(store).__name__}) has no "
+            "SQLAlchemy engine: analysis.mlflow_loader reads metric histories through MLflow's SQL store (tested with "
+            "the version pinned in pyproject.toml); install that version or pass method='api' (public API, slower)"
+        )
+    return None
 
 
 @contextlib.contextmanager

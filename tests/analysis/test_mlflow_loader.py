@@ -4,6 +4,7 @@ histories (steps aligned, duplicates, missing keys, SQL and API paths equal, cac
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,33 @@ def test_sql_and_api_paths_agree(store: dict[str, Any], runs: pd.DataFrame) -> N
     assert len(sql) == 5 * (2 * 2 + 2 * 3)
     with pytest.raises(ValueError, match="method must be"):
         metric_history(client, ids, TRAIN_KEYS, method="bulk")
+
+
+def test_the_private_sql_path_holds_for_the_pinned_mlflow(store: dict[str, Any]) -> None:
+    """Histories of a SQL store come from MLflow's ORM table (not a public API; ~15x faster than get_metric_history).
+    MLflow is pinned to the tested minor version; this fails, with no fallback, when that path moves."""
+    import tomllib
+    from importlib.metadata import version
+
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    pin = next(Requirement(r) for r in extras["optional-dependencies"]["sweep"] if r.startswith("mlflow"))
+    assert pin.specifier.contains(version("mlflow")) and "<" in str(pin.specifier), (pin, version("mlflow"))
+    table = SqlMetric.__table__
+    assert table.name == "metrics" and {"run_uuid", "key", "step", "value", "timestamp", "is_nan"} <= set(
+        table.c.keys()
+    )
+    client = client_for(store["uri"])
+    assert ml._sql_store(client) is not None  # method='auto' takes the bulk path on the SQLite store
+    # A database URI whose store has no SQLAlchemy engine (a changed MLflow) is an error, not the slow path in silence.
+    other = RestStore(lambda: MlflowHostCreds("http://127.0.0.1:9"))  # never contacted
+    with pytest.raises(RuntimeError, match="has no SQLAlchemy engine.*method='api'"):
+        ml.sql_store_of(other, store["uri"])
+    assert ml.sql_store_of(other, "http://127.0.0.1:9") is None  # a server: the public API is the way
 
 
 def test_missing_metrics_are_reported_not_raised(store: dict[str, Any]) -> None:
