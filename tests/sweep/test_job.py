@@ -65,6 +65,9 @@ def test_finished_hash_is_skipped_and_force_reruns_it(store: dict[str, Any], tin
     assert run.info.run_id == first["run_id"] and run.info.status == "FINISHED"
     assert all(t in run.data.tags for t in TAGS) and run.data.tags["config_hash"] == first["config_hash"]
     assert run.data.tags["backend"] == "local" and run.data.tags["end_reason"] == "completed"
+    assert (run.data.tags["mlflow.source.name"], run.data.tags["job"]) == ("sweep.py", "train")
+    exp = make_client(store["uri"]).get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's model-training view
     assert run.data.params["sampling.kind"] == "ead" and run.data.params["steps"] == "2"
     for key in TRAIN_KEYS:
         assert steps(store["uri"], run.info.run_id, key) == [0, 1], key
