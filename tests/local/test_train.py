@@ -141,7 +141,7 @@ def test_resume_after_kill_matches_uninterrupted(tiny_policy_dir, tmp_path):
         ({"prompts_per_step": 3, "rollouts_per_prompt": 3, "mini_batches": 2}, "mini_batches must be a divisor"),
         ({"max_new_tokens": 1, "sampling": {"c": 1}}, r"max_new_tokens must be > sampling.c \(1\)"),
         ({"sampling": {"tau_min": 0}}, "sampling.tau_min must be in"),
-        ({"sampling": {"kind": "cosine"}}, "sampling.kind must be"),
+        ({"sampling": {"kind": "sawtooth"}}, "sampling.kind must be"),  # cosine is a kind now
         ({"tis": {"cap": 0}}, "tis.cap must be > 0"),
         ({"task_knobs": {"n_numbers": 7}}, "task_knobs: countdown n_numbers"),
         ({"lr": -1}, "lr must be > 0"),
