@@ -63,18 +63,24 @@ def evaluate(
     k: int = 16,
     plain_t1: bool = True,
     greedy: bool = True,
-) -> tuple[dict[str, float], list[dict]]:
-    """Metrics under ``eval/`` (the run's own schedule), ``eval_t1/`` (temperature 1.0) and
-    ``eval_greedy/accuracy``, plus the entropy-by-position table of the run's own samples."""
+) -> tuple[dict[str, float], dict[str, list[dict]]]:
+    """Metrics under ``eval/`` (the run's own schedule), ``eval_t1/`` (temperature 1.0, the same decoder for every
+    condition) and ``eval_greedy/accuracy``, and two tables: ``entropy_by_position`` of the run's own samples and
+    ``eval_counts`` (per decoder and prompt: correct samples out of n), from which analysis resamples prompts."""
     metrics: dict[str, float] = {}
     g = torch.Generator().manual_seed(seed)
     conditions = [("eval", schedule)] + ([("eval_t1", FixedSchedule(1.0))] if plain_t1 else [])
     table: list[dict] = []
+    counts: list[dict] = []
     for prefix, sched in conditions:
         chunks = sample_groups(model, tokenizer, problems, k, sched, step, max_new_tokens, g)
         texts = [t for r in chunks for t in r.texts]
         correct, answers = score(task, problems, texts, k)
         metrics.update(k_metrics(correct, answers, k, prefix, seed))
+        counts += [
+            {"decoder": prefix, "prompt": i, "correct": int(c), "n": int(correct.shape[1])}
+            for i, c in enumerate(correct.sum(axis=1))
+        ]
         metrics[f"{prefix}/response_length"] = float(np.mean([float(r.lengths.mean()) for r in chunks]))
         if prefix == "eval":
             table = entropy_table(model, chunks)
@@ -84,8 +90,10 @@ def evaluate(
             )
     if greedy:
         r = sample(model, tokenizer, [p.prompt for p in problems], schedule, step, max_new_tokens, greedy=True)
-        metrics["eval_greedy/accuracy"] = float(np.mean([task.verify(p, t) for p, t in zip(problems, r.texts)]))
-    return metrics, table
+        ok = [task.verify(p, t) for p, t in zip(problems, r.texts)]
+        metrics["eval_greedy/accuracy"] = float(np.mean(ok))
+        counts += [{"decoder": "eval_greedy", "prompt": i, "correct": int(c), "n": 1} for i, c in enumerate(ok)]
+    return metrics, {"entropy_by_position": table, "eval_counts": counts}
 
 
 @torch.no_grad()

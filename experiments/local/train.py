@@ -39,7 +39,7 @@ from experiments.local.policy import load_policy
 from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
 from experiments.local.tasks import Problem, make_task
 from experiments.local.warmstart import warm_start
-from experiments.tracking.hashing import flat_params as flatten
+from experiments.tracking.hashing import flat_params
 from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class Trainer:
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         with seeded_torch_rng(cfg.seed, step, _TORCH_EVAL):
-            metrics, table = evaluate(
+            metrics, tables = evaluate(
                 self.model,
                 self.tok,
                 self.task,
@@ -264,7 +264,8 @@ class Trainer:
                 seed=int(np.random.default_rng([cfg.seed, step, _EVAL]).integers(2**62)),
                 k=cfg.eval_k,
             )
-        self.logger.log_table("entropy_by_position", table, step=step)
+        for name, rows in tables.items():
+            self.logger.log_table(name, rows, step=step)
         return metrics
 
     # --- the loop ------------------------------------------------------------------------------
@@ -293,11 +294,6 @@ class Trainer:
         self.logger.log_metrics(final, cfg.steps)
         last.update(final)
         return last
-
-
-def flat_params(cfg: RLVRConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys (MLflow params)."""
-    return flatten(cfg.to_dict())
 
 
 def run(
