@@ -67,24 +67,30 @@ def _metrics(llm: Any) -> dict[str, float]:
     return {wanted[m.name]: float(m.value) for m in llm.get_metrics() if m.name in wanted}
 
 
-def _instances_since(before: set[int]) -> dict[str, int]:
-    """How many EADLogitsProcessor instances the last engine built, and how many of them are live."""
+def _processors() -> list[Any]:
+    """Every EADLogitsProcessor object in this process.
+
+    vLLM gc.freeze()s its start-up objects, which hides them from gc.get_objects() until unfrozen. Weak proxies
+    are passed over by their type: isinstance() on a dead one raises ReferenceError (vLLM 0.24 leaves some).
+    """
     import gc
-
-    from ead_core.vllm_processor import EADLogitsProcessor
-
-    gc.unfreeze()  # vLLM gc.freeze()s its start-up objects, which hides them from gc.get_objects()
-    new = [o for o in gc.get_objects() if isinstance(o, EADLogitsProcessor) and id(o) not in before]
-    return {"instances": len(new), "live": sum(o.is_live for o in new)}
-
-
-def _existing_instances() -> set[int]:
-    import gc
+    import weakref
 
     from ead_core.vllm_processor import EADLogitsProcessor
 
     gc.unfreeze()
-    return {id(o) for o in gc.get_objects() if isinstance(o, EADLogitsProcessor)}
+    proxies = (weakref.ProxyType, weakref.CallableProxyType)
+    return [o for o in gc.get_objects() if type(o) not in proxies and isinstance(o, EADLogitsProcessor)]
+
+
+def _instances_since(before: set[int]) -> dict[str, int]:
+    """How many EADLogitsProcessor instances the last engine built, and how many of them are live."""
+    new = [o for o in _processors() if id(o) not in before]
+    return {"instances": len(new), "live": sum(o.is_live for o in new)}
+
+
+def _existing_instances() -> set[int]:
+    return {id(o) for o in _processors()}
 
 
 def _generate(llm: Any, requests: list[tuple[str, list[int], Any]]) -> list[dict[str, Any]]:

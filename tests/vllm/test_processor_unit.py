@@ -81,12 +81,10 @@ def _params(fn: Any) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
 
-def test_interface_contract_of_installed_vllm() -> None:
+def test_interface_contract_of_installed_vllm_v1() -> None:
     import vllm
     from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
     from vllm.v1.sample.logits_processor import LogitsProcessor as V1
-    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
-    from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2
 
     from ead_core.vllm_processor import EADLogitsProcessor
 
@@ -98,7 +96,19 @@ def test_interface_contract_of_installed_vllm() -> None:
     assert V1.__abstractmethods__ <= {"__init__", "apply", "update_state", "is_argmax_invariant"}, ctx
     assert [f.name for f in fields(BatchUpdate)] == ["batch_size", "removed", "added", "moved"], ctx
     assert {m.name for m in MoveDirectionality} == {"SWAP", "UNIDIRECTIONAL"}, ctx
+    assert isinstance(inspect.getattr_static(V1, "validate_params"), classmethod), ctx
+    assert issubclass(EADLogitsProcessor, V1)
+    assert not EADLogitsProcessor.__abstractmethods__
 
+
+def test_interface_contract_of_installed_vllm_mrv2(mrv2: None) -> None:
+    import vllm
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2
+
+    from ead_core.vllm_processor import EADLogitsProcessor
+
+    ctx = f"vLLM {vllm.__version__} changed the logits-processor interface EADLogitsProcessor implements"
     assert _params(V2.__init__) == ["self", "vllm_config", "req_states"], ctx
     assert _params(V2.apply) == ["self", "logits", "ctx"], ctx
     assert _params(V2.add_request) == ["self", "req_idx", "sampling_params"], ctx
@@ -106,27 +116,44 @@ def test_interface_contract_of_installed_vllm() -> None:
     assert V2.__abstractmethods__ <= {"apply"}, ctx
     assert {"expanded_idx_mapping", "idx_mapping_np", "pos"} <= {f.name for f in fields(LogitsContext)}, ctx
     assert {"device", "max_num_reqs", "prompt_len"} <= {f.name for f in fields(LogitsProcRequestState)}, ctx
-    for cls in (V1, V2):
-        assert isinstance(inspect.getattr_static(cls, "validate_params"), classmethod), ctx
-
-    assert issubclass(EADLogitsProcessor, V1) and issubclass(EADLogitsProcessor, V2)
-    assert not EADLogitsProcessor.__abstractmethods__
+    assert isinstance(inspect.getattr_static(V2, "validate_params"), classmethod), ctx
+    assert issubclass(EADLogitsProcessor, V2)
 
 
 def test_vllm_loaders_accept_the_class_by_name_and_entry_point() -> None:
     from importlib.metadata import entry_points
 
     from vllm.v1.sample import logits_processor as v1_loader
-    from vllm.v1.worker.gpu.sample.logits_processor import loader as v2_loader
 
     from ead_core.vllm_processor import EADLogitsProcessor
 
     eps = [ep for ep in entry_points(group="vllm.logits_processors") if ep.value == FQCN]
     assert eps, "the vllm.logits_processors entry point is not installed (re-run scripts/install.sh vllm)"
     assert v1_loader._load_logitsprocs_by_fqcns([FQCN]) == [EADLogitsProcessor]
-    assert v2_loader._load_v2_logitsprocs_by_fqcns([FQCN]) == [EADLogitsProcessor]
     assert EADLogitsProcessor in v1_loader._load_logitsprocs_plugins()
+
+
+def test_mrv2_loader_accepts_the_class_by_name_and_entry_point(mrv2: None) -> None:
+    from vllm.v1.worker.gpu.sample.logits_processor import loader as v2_loader
+
+    from ead_core.vllm_processor import EADLogitsProcessor
+
+    assert v2_loader._load_v2_logitsprocs_by_fqcns([FQCN]) == [EADLogitsProcessor]
     assert EADLogitsProcessor in v2_loader._load_v2_logitsprocs_plugins()  # MRV2 rejects V1-only plugins
+
+
+def test_model_runner_v2_runs_the_processor_or_vllm_falls_back_to_v1(tiny_model_dir: str) -> None:
+    """With the processor registered, vLLM either keeps Model Runner V2 (it has the interface: 0.32) or lists
+    custom logits processors as unsupported and runs the V1 runner (0.24, verl 0.9.1's pin, on GPUs too)."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    from tests.vllm.conftest import has_mrv2_interface
+
+    config = EngineArgs(
+        model=tiny_model_dir, logits_processors=[FQCN], dtype="float32", enforce_eager=True, max_model_len=128
+    ).create_engine_config()
+    unsupported = config._get_v2_model_runner_unsupported_features()
+    assert ("custom logits processors" in unsupported) is not has_mrv2_interface(), unsupported
 
 
 def test_import_ead_core_does_not_import_vllm() -> None:
@@ -140,7 +167,7 @@ def test_import_ead_core_does_not_import_vllm() -> None:
 # ---- Model Runner V2 -------------------------------------------------------------------------------------
 
 
-def test_mrv2_per_row_temperatures_with_spec_rows_plain_slots_and_origin() -> None:
+def test_mrv2_per_row_temperatures_with_spec_rows_plain_slots_and_origin(mrv2: None) -> None:
     from vllm import SamplingParams
 
     from ead_core.vllm_params import sampling_params
@@ -174,7 +201,7 @@ def test_mrv2_per_row_temperatures_with_spec_rows_plain_slots_and_origin() -> No
     assert t[5] == 14  # counted from the original prompt, not from the resubmitted one (t would be 6)
 
 
-def test_mrv2_slot_reuse_and_batches_without_ead() -> None:
+def test_mrv2_slot_reuse_and_batches_without_ead(mrv2: None) -> None:
     from vllm import SamplingParams
 
     from ead_core.vllm_params import sampling_params
@@ -204,12 +231,17 @@ def test_refuses_speculative_decoding() -> None:
     from ead_core.vllm_processor import EADLogitsProcessor
 
     with pytest.raises(ValueError, match="speculative decoding"):
-        EADLogitsProcessor(_config(4, speculative=SimpleNamespace(method="ngram")), _v2_state([3] * 4))
-    with pytest.raises(ValueError, match="speculative decoding"):
         EADLogitsProcessor(_config(4, speculative=SimpleNamespace(method="ngram")), torch.device("cpu"), False)
 
 
-def test_double_registration_guard_keeps_one_live_instance_per_engine() -> None:
+def test_refuses_speculative_decoding_on_mrv2(mrv2: None) -> None:
+    from ead_core.vllm_processor import EADLogitsProcessor
+
+    with pytest.raises(ValueError, match="speculative decoding"):
+        EADLogitsProcessor(_config(4, speculative=SimpleNamespace(method="ngram")), _v2_state([3] * 4))
+
+
+def test_double_registration_guard_keeps_one_live_instance_per_engine(mrv2: None) -> None:
     from ead_core.vllm_params import sampling_params
     from ead_core.vllm_processor import EADLogitsProcessor
 
