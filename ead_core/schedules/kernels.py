@@ -153,7 +153,12 @@ def entropy_profile(t: ArrayLike, h_max: Any, h_min: Any, d: Any) -> ArrayLike:
 
 
 def _solve(xp: Any, z: Any, target: Any, tau_lo: Any, tau_hi: Any, steps: int) -> Any:
-    """Bisection on log tau of H(softmax(z / tau)) = target per row (namespace ``xp``: numpy or torch)."""
+    """Bisection on log tau of H(softmax(z / tau)) = target per row (namespace ``xp``: numpy or torch).
+
+    With numpy, only the rows whose root lies strictly inside (tau_lo, tau_hi) enter the bisection (every operation
+    is row-wise, so the numbers do not depend on which other rows are present); on a device every row runs, so
+    that no shape depends on the data.
+    """
     full = lambda v: xp.zeros_like(z[:, 0]) + _like(z, v)  # noqa: E731  (B,) in z's dtype and device
     target, tau_lo, tau_hi = full(target), full(tau_lo), full(tau_hi)
     m = z.max(axis=-1, keepdims=True) if xp is np else z.amax(dim=-1, keepdim=True)
@@ -161,7 +166,7 @@ def _solve(xp: Any, z: Any, target: Any, tau_lo: Any, tau_hi: Any, steps: int) -
     zc0 = xp.where(xp.isfinite(zc), zc, xp.zeros_like(zc))
     buf = xp.empty_like(zc)
 
-    def entropy(log_tau: Any) -> Any:
+    def entropy(log_tau: Any, zc: Any, zc0: Any, buf: Any) -> Any:
         # H = log S - beta * sum(e * zc) / S with e = exp(beta * zc), S = sum(e), beta = 1 / tau
         beta = xp.exp(-log_tau)
         xp.multiply(zc, beta[:, None], out=buf)
@@ -171,14 +176,24 @@ def _solve(xp: Any, z: Any, target: Any, tau_lo: Any, tau_hi: Any, steps: int) -
         return xp.log(s) - beta * buf.sum(-1) / s
 
     lo, hi = xp.log(tau_lo), xp.log(tau_hi)
-    lo_enough = entropy(lo) >= target  # already as uncertain as the target at tau_lo: keep tau_lo
-    hi_short = entropy(hi) <= target  # even tau_hi does not reach the target: tau_hi
+    lo_enough = entropy(lo, zc, zc0, buf) >= target  # already as uncertain as the target at tau_lo: keep tau_lo
+    hi_short = entropy(hi, zc, zc0, buf) <= target  # even tau_hi does not reach the target: tau_hi
+    tau = xp.where(lo_enough, tau_lo, tau_hi)
+    rows = None
+    if xp is np:
+        rows = np.flatnonzero(~(lo_enough | hi_short))
+        if rows.size == 0:
+            return tau
+        zc, zc0, buf, lo, hi, target = zc[rows], zc0[rows], buf[: rows.size], lo[rows], hi[rows], target[rows]
     for _ in range(steps):
         mid = (lo + hi) * 0.5
-        below = entropy(mid) < target
+        below = entropy(mid, zc, zc0, buf) < target
         lo, hi = xp.where(below, mid, lo), xp.where(below, hi, mid)
-    tau = xp.exp((lo + hi) * 0.5)
-    return xp.where(lo_enough, tau_lo, xp.where(hi_short, tau_hi, tau))
+    solved = xp.exp((lo + hi) * 0.5)
+    if rows is not None:
+        tau[rows] = solved
+        return tau
+    return xp.where(lo_enough | hi_short, tau, solved)
 
 
 def _run(backend: str, logits: ArrayLike, fn: Any) -> ArrayLike:
@@ -256,9 +271,11 @@ def entropy_target_temperature(
 
     def fn(xp: Any, z: Any) -> Any:
         tt = _like(z, _on(xp, z, t)) + xp.zeros_like(z[:, 0])
+        warm = tt < _like(z, _on(xp, z, c))
         target = entropy_profile(tt, *(_on(xp, z, v) for v in (h_max, h_min, d)))
+        target = xp.where(warm, xp.full_like(target, -math.inf), target)  # t < c: no search (tau_lo), then 1
         tau = _solve(xp, z, target, _on(xp, z, tau_lo), _on(xp, z, tau_hi), steps)
-        return xp.where(tt < _like(z, _on(xp, z, c)), xp.ones_like(tau), tau)
+        return xp.where(warm, xp.ones_like(tau), tau)
 
     return _run(backend, logits, fn)
 
