@@ -1,12 +1,17 @@
 """Each figure family on the session's real store: the Axes hold the expected series, labels and scales (matplotlib
-objects, not pixels); estimators never share a label; colours are fixed per condition; figures say why they cannot be
-drawn."""
+objects, not pixels); every plotted line and band carries, by its label, the values computed here from the data
+(numpy and scipy.stats, not analysis.stats), so swapping two conditions turns a test red; estimators never share a
+label; colours are fixed per condition; figures say why they cannot be drawn.
+
+The smoke store's eval metrics are all 0 (a tiny policy, two eval prompts), so the value checks use the metrics that
+differ between conditions and seeds (train entropy, response length, gradient norm) and the study tables."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import matplotlib.colors as mcolors
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
@@ -16,6 +21,7 @@ from analysis.mlflow_loader import load_metrics, load_runs, load_tables
 from analysis.plots import NoData
 from analysis.stats import metric_keys
 from analysis.style import FIXED_COLORS
+from tests.analysis.drawn import assert_drawn, expected_curve, held, rows_of, single, training_expectation
 
 ALL = ["pass", "worst", "mean", "boot_pass", "boot_worst", "greedy", "entropy", "length", "clipfrac", "grad_norm"]
 
@@ -53,6 +59,102 @@ def assert_legend_outside(fig: Figure) -> None:
     fig.canvas.draw()
     legend_top = fig.legends[0].get_window_extent().y1
     assert all(legend_top <= ax.get_window_extent().y0 for ax in fig.axes)
+
+
+def test_training_curves_draw_each_conditions_seed_mean_and_t_band(long: pd.DataFrame) -> None:
+    fig = plots.training_curves(long, ("entropy", "length"))
+    assert held(fig) == {"rollouts_per_prompt": "2"}
+    banded = 0
+    for ax in fig.axes:
+        expected = training_expectation(fig, ax, long)
+        assert_drawn(ax, expected)
+        banded += sum((e["n"] >= 2).any() for e in expected.values())
+        # The check can tell conditions apart: their curves differ in this data.
+        assert not np.allclose(expected[labels(ax)[0]]["mean"], expected[labels(ax)[-1]]["mean"]), ax.get_title()
+    assert banded >= 4  # grpo: EAD and fixed 1.0, TIS on and off, two seeds each, in both metrics
+
+
+def test_tis_ablation_draws_the_data(long: pd.DataFrame) -> None:
+    fig = plots.tis_ablation(long)
+    for ax in fig.axes:
+        assert_drawn(ax, training_expectation(fig, ax, long))
+
+
+def test_rollout_scaling_draws_the_data(long: pd.DataFrame) -> None:
+    fig = plots.rollout_scaling(long, metric="entropy")
+    assert held(fig) == {"tis.enabled": "True"}
+    for ax in fig.axes:
+        condition, algorithm, size = ax.get_title().split(" · ")
+        where = {"condition": condition, "algorithm.name": algorithm, "size": size, **held(fig)}
+        expected = {f"n = {n}": expected_curve(rows_of(long, "train/entropy", rollouts_per_prompt=n, **where))
+                    for n in (2, 4)}  # fmt: skip
+        assert_drawn(ax, expected)
+        assert not np.allclose(expected["n = 2"]["mean"], expected["n = 4"]["mean"])
+
+
+def test_decay_ablation_draws_final_values_per_d0(long: pd.DataFrame) -> None:
+    fig = plots.decay_ablation(long, metric="entropy")
+    (ax,) = fig.axes
+    final = rows_of(long, "train/entropy", **held(fig)).sort_values("step").groupby("run_id").tail(1)
+    ead = final[final["sampling.kind"] == "ead"].assign(x=lambda f: f["sampling.d0"].astype(float))
+    exp = expected_curve(ead, x="x")
+    assert list(exp.index) == [4, 8, 16] and exp["n"].max() >= 2
+    (container,) = ax.containers  # the errorbar: mean per d0 and its interval
+    data_line, _, (bars,) = container.lines
+    np.testing.assert_allclose(data_line.get_xydata(), np.c_[exp.index, exp["mean"]])
+    segments = {float(seg[0, 0]): (seg[:, 1].min(), seg[:, 1].max()) for seg in bars.get_segments()}
+    for x, row in exp.iterrows():
+        assert segments[float(x)] == pytest.approx((row["lo"], row["hi"]) if row["n"] >= 2 else (row["mean"],) * 2)
+    (runs,) = [c for c in ax.collections if c.get_label() == "EAD run"]  # every run as a dot
+    dots = np.asarray(sorted(map(tuple, runs.get_offsets().tolist())))
+    np.testing.assert_allclose(dots, np.asarray(sorted(zip(ead["x"], ead["value"]))))
+    fixed = final.loc[final["condition"] == "fixed 1.0", "value"].mean()
+    (ref,) = [line for line in ax.get_lines() if line.get_label() == "fixed 1.0"]
+    np.testing.assert_allclose(ref.get_ydata(), fixed)
+
+
+def test_study_figures_draw_their_tables(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    entropy = table(store, runs, "entropy", "entropy_by_position")
+    fig = plots.entropy_by_position(entropy)
+    mean, _, count = fig.axes
+    for ax, column in [(mean, "entropy_mean"), (count, "count")]:
+        assert_drawn(
+            ax, {c: single(entropy[entropy["condition"] == c], "position", column) for c in ("EAD", "fixed 1.0")}
+        )
+    assert not np.allclose(*(entropy.loc[entropy["condition"] == c, "entropy_mean"] for c in ("EAD", "fixed 1.0")))
+
+    branching = table(store, runs, "branching", "branching")
+    fig = plots.branching(branching)
+    maj, pas, div = fig.axes
+    for ax, column in [(maj, "maj"), (pas, "pass")]:
+        names = {0: "unbranched (K = 0)", 2: "branch after K = 2", 4: "branch after K = 4"}
+        assert_drawn(ax, {name: single(branching[branching["K"] == k], "k", column) for k, name in names.items()})
+    assert_drawn(div, {"answer diversity": single(branching.drop_duplicates("K"), "K", "diversity")})
+    assert branching.drop_duplicates("K")["diversity"].nunique() > 1
+
+    schedule = table(store, runs, "schedule", "effective_schedule")
+    fig = plots.effective_schedule(schedule)
+    for ax in fig.axes:
+        scale = ax.get_title().split()[0]
+        at = {s: schedule[(schedule["scale"] == scale) & (schedule["step"] == s)] for s in (0, 50, 200)}
+        assert_drawn(ax, {f"step {s}": single(rows, "position", "tau") for s, rows in at.items()})
+
+
+def test_inference_scaling_draws_each_conditions_table(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    infer = table(store, runs, "inference", "infer_scaling")
+    fig = plots.inference_scaling(infer)
+    maj, pas = fig.axes
+    logged = {"EAD": "ead_local", "fixed 0.6": "fixed_0.6", "fixed 1.0": "fixed_1.0", "fixed 1.2": "fixed_1.2"}
+    expected_maj, expected_pass = {}, {}
+    for label, raw in logged.items():
+        rows = infer[infer["condition"] == raw].set_index("N").sort_index()
+        # One run: Maj@N with +- 1.96 standard errors over prompts; Pass@N without a band.
+        expected_maj[label] = pd.DataFrame({"mean": rows["maj"], "lo": rows["maj"] - 1.96 * rows["maj_se"],
+                                            "hi": rows["maj"] + 1.96 * rows["maj_se"], "n": 2})  # fmt: skip
+        expected_pass[label] = expected_curve(rows.reset_index(), x="N", value="pass")
+    assert_drawn(maj, expected_maj)
+    assert_drawn(pas, expected_pass)
+    assert len({tuple(e["mean"]) for e in expected_maj.values()}) == 4  # the conditions differ
 
 
 def test_schedule_curves_both_scales() -> None:
