@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: installs the environments (scripts/install.sh), lints, and runs every
-# test. The main suite runs in .venv; tests marked `vllm` run in .venv-vllm against the real engine, and again,
-# with the rollout tests marked `recipe`, in .venv-recipe (the GPU recipe's verl 0.9.1 + vLLM 0.24, on CPU).
-# Extra arguments go to every pytest run (for example `-k schedule` or `-x`).
+# The project's test command: installs both environments (scripts/install.sh), lints, and runs every
+# test. The main suite runs in .venv; tests marked `vllm` run in .venv-vllm against the real engine.
+# Extra arguments go to both pytest runs (for example `-k schedule` or `-x`).
 #
 # A test that cannot run here is a failure, not a skip: EAD_STRICT_SKIPS=1 makes any skip whose reason is not on the
 # short list in tests/skip_policy.py (GPU only) fail the run, naming the test and its reason. A run that collects no
@@ -10,7 +9,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 bash scripts/install.sh all || exit 1
-bash scripts/install.sh recipe || exit 1
 export EAD_STRICT_SKIPS=1
 
 # pytest's exit code, with 5 (no test collected or selected) reported and counted as a failure.
@@ -34,10 +32,5 @@ run_pytest .venv .venv/bin/python -m pytest -m "not vllm" "$@" || status=$?
 if compgen -G "tests/vllm/test_*.py" >/dev/null; then
   echo "== vLLM environment (.venv-vllm)"
   run_pytest .venv-vllm .venv-vllm/bin/python -m pytest -m vllm tests/vllm "$@" || status=$?
-fi
-
-if compgen -G "tests/recipe/test_*.py" >/dev/null; then
-  echo "== recipe environment (.venv-recipe: verl 0.9.1, vLLM 0.24)"
-  run_pytest .venv-recipe .venv-recipe/bin/python -m pytest -m "vllm or recipe" tests/vllm tests/recipe "$@" || status=$?
 fi
 exit $status
