@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -120,9 +121,9 @@ def main() -> None:
     )
     task = make_task("countdown_trace", **knobs)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         path = warm_start(cfg, cache_dir=args.cache_dir or tmp, progress=False)
-        sft_s = time.perf_counter() - t0
+        sft_s, sft_cpu = time.perf_counter() - t0, time.process_time() - c0
         final_loss = json.loads((path / "warmstart.json").read_text())["final_loss"]
         model, tok = load_policy(path)
     problems = task.problems("eval", args.eval_prompts, seed=args.seed)
@@ -135,6 +136,8 @@ def main() -> None:
         "seed": args.seed,
         "threads": args.threads,
         "sft_seconds": round(sft_s, 1),
+        "sft_cpu_seconds": round(sft_cpu, 1),  # the portable number: wall time on a quiet machine ~ cpu / threads
+        "load_average_15min": round(os.getloadavg()[2], 1),  # the machine is shared: wall times depend on it
         "sft_final_loss": round(final_loss, 4) if final_loss is not None else None,
         "eval_prompts": args.eval_prompts,
         "k": args.k,

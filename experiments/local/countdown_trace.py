@@ -4,11 +4,13 @@ exact (the structure EAD assumes; Stream of Search, Gandhi et al. 2024).
 Prompt as in ``countdown``: ``"3 5 7>22:"``. The response (style ``dfs``, decision ``early``) is a depth-first
 search over pairwise combinations written out as attempts, then ``|`` and the final expression::
 
-    5*7=35 35-3=32#3+5=8 8*7=56#5*3=15 15+7=22|5*3+7
+    5*7=35 35-3=32>22#3+5=8 8*7=56>22#5*3=15 15+7=22>22|5*3+7
 
 * An attempt is a path from the root: steps ``a op b=r`` (``a >= b``, only positive integer results) separated by
-  spaces, each step taking two numbers of the current multiset and putting ``r`` back. ``#`` ends a dead end and
-  backtracks to the root (a deeper backtrack repeats the shared prefix in the next attempt).
+  spaces, each step taking two numbers of the current multiset and putting ``r`` back, then ``>`` and the target
+  copied next to the last result (so the hit-or-miss check is a comparison of two adjacent numbers: without it the
+  tiny warm start learned to stop after a miss). ``#`` ends a dead end and backtracks to the root (a deeper
+  backtrack repeats the shared prefix in the next attempt).
 * The first move of each attempt is a fresh random choice among the untried root moves (so samples over one prompt
   differ, and a policy trained on these traces has a real spread over first moves). Below the root the search is
   deterministic: canonical move order (pairs in state order; ``+ - * /``), the first ``WIDTH`` children, and at two
@@ -19,7 +21,7 @@ search over pairwise combinations written out as attempts, then ``|`` and the fi
 ``decision='late'`` is the reviewers' failure case: the response starts with a prompt-determined table (every root
 move, canonical order, then ``:``), so the decisive choice (the first move of the search) comes only after it::
 
-    5+3=8 5-3=2 5*3=15 7+3=10 7-3=4 7*3=21 7+5=12 7-5=2 7*5=35:3+5=8 8*7=56#5*3=15 15+7=22|5*3+7
+    5+3=8 5-3=2 5*3=15 7+3=10 7-3=4 7*3=21 7+5=12 7-5=2 7*5=35:3+5=8 8*7=56>22#5*3=15 15+7=22>22|5*3+7
 
 ``style='direct'`` is the answer alone (``5*3+7``), as in ``countdown``, for comparison.
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 from experiments.local.tasks import TASKS, Countdown, Problem, split_problems
 
-STEP_SEP, DEAD_END, ANSWER_SEP, TABLE_END = " ", "#", "|", ":"
+STEP_SEP, TARGET_MARK, DEAD_END, ANSWER_SEP, TABLE_END = " ", ">", "#", "|", ":"
 WIDTH = 2  # children explored below the root (between the root and the last step; only with 4 numbers)
 MAX_RESPONSE_CHARS = 190  # the solver never writes more (a response plus EOS fits max_new_tokens = 200)
 STYLES = ("dfs", "direct")
@@ -201,7 +203,7 @@ class CountdownTrace:
         for text, _, nxt in order[: self.budget]:
             found = False
             for steps, ok in _attempts(nxt, target, [text]):
-                lines.append(STEP_SEP.join(steps))
+                lines.append(STEP_SEP.join(steps) + f"{TARGET_MARK}{target}")
                 if ok:
                     solved, found = steps, True
                     break
@@ -265,7 +267,8 @@ class CountdownTrace:
 
     def diagnostics(self, problem: Problem, response: str) -> dict[str, float]:
         """Trace metrics, never rewarded: ``trace_valid`` (1.0 iff the trace is well formed and every step is legal
-        and exact), ``trace_step_accuracy`` (share of legal, exact steps) and ``trace_attempts``."""
+        and exact), ``trace_step_accuracy`` (share of legal, exact steps; each attempt is replayed up to its first
+        bad step) and ``trace_attempts``."""
         try:
             return _check_trace(problem, response, self.style, self.decision)
         except Exception:
@@ -282,17 +285,20 @@ def _check_trace(problem: Problem, response: str, style: str, decision: str) -> 
     head, sep, _ = response.partition(ANSWER_SEP)
     well_formed = bool(sep)
     good = total = 0
-    if decision == "late":  # the table: root moves, each from the prompt's numbers
-        table, tsep, head = head.partition(TABLE_END)
+    if decision == "late":  # the table: root moves, each from the prompt's numbers (without one: malformed)
+        table, tsep, search = head.partition(TABLE_END)
         well_formed &= bool(tsep)
-        for s in table.split(STEP_SEP):
-            good, total = good + _replay(problem.numbers, [s])[0], total + 1
+        if tsep:
+            head = search
+            for s in table.split(STEP_SEP):
+                good, total = good + _replay(problem.numbers, [s])[0], total + 1
     attempts = head.split(DEAD_END) if head else []
     if len(attempts) > 1 and attempts[-1] == "":  # "...#|": the search gave up after its last dead end
         attempts.pop()
     for att in attempts:
-        steps = att.split(STEP_SEP)
-        if len(steps) >= len(problem.numbers) or not att:
+        path, mark, goal = att.rpartition(TARGET_MARK)
+        steps = (path if mark else goal).split(STEP_SEP)
+        if not mark or goal != str(problem.target) or len(steps) >= len(problem.numbers):
             well_formed = False
         pool = problem.numbers
         for s in steps:

@@ -60,6 +60,28 @@ def test_direct_style_is_the_answer_alone():
     assert EARLY.extract_answer(P, "x|7*5-3") == "32" and EARLY.extract_answer(P, "7*5-3") is None
 
 
+@pytest.mark.parametrize(
+    ("task", "response", "valid", "accuracy", "attempts"),
+    [
+        (EARLY, "5*3=15 15+7=22>22|5*3+7", 1.0, 1.0, 1),
+        (EARLY, "5+3=8 8*7=56>22#5*3=15 15+7=22>22|5*3+7", 1.0, 1.0, 2),
+        (EARLY, "5+3=8 8*7=56>22#|", 1.0, 1.0, 1),  # an honest failed search is a valid trace
+        (EARLY, "5*3=15 15+7=22>21|5*3+7", 0.0, 1.0, 1),  # the copied target is wrong
+        (EARLY, "5*3=15 15+7=22|5*3+7", 0.0, 1.0, 1),  # no target mark
+        (EARLY, "5*3=15 15+8=23>22|5*3+7", 0.0, 0.5, 1),  # 8 was not given
+        (EARLY, "5*3=15 15+15=30>22#|", 0.0, 0.5, 1),  # only one 15 exists
+        (EARLY, "5*3=16 16+7=23>22|5*3+7", 0.0, 0.0, 1),  # inexact: the replay of this attempt stops there
+        (EARLY, "7-3=4 5*4=20 20+1=21>22#|", 0.0, 2 / 3, 1),  # more steps than numbers allow
+        (LATE, "5+3=8 7*5=35:5*3=15 15+7=22>22|5*3+7", 1.0, 1.0, 1),
+        (LATE, "5+3=9 7*5=35:5*3=15 15+7=22>22|5*3+7", 0.0, 0.75, 1),
+        (LATE, "5*3=15 15+7=22>22|5*3+7", 0.0, 1.0, 1),  # no table
+    ],
+)
+def test_trace_diagnostics_cases(task, response, valid, accuracy, attempts):
+    d = task.diagnostics(P, response)
+    assert d == {"trace_valid": valid, "trace_step_accuracy": pytest.approx(accuracy), "trace_attempts": attempts}
+
+
 @settings(max_examples=200, deadline=None)
 @given(trace, st.sampled_from(["5*3+7", "7+5*3", "(3*5)+7", "7+3*5=22"]))
 def test_any_trace_with_a_right_answer_scores_1(text, answer):
