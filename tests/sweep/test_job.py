@@ -74,7 +74,7 @@ def test_finished_hash_is_skipped_and_force_reruns_it(store: dict[str, Any], tin
     for key in EVAL_KEYS:
         assert steps(store["uri"], run.info.run_id, key) == [0, 1, 2], key
     artifacts = {a.path for a in make_client(store["uri"]).list_artifacts(run.info.run_id, "tables")}
-    assert artifacts == {f"tables/entropy_by_position_step{s}.json" for s in (0, 1, 2)}
+    assert artifacts == {f"tables/{t}_step{s}.json" for t in ("entropy_by_position", "eval_counts") for s in (0, 1, 2)}
 
     again = job(store, tiny_policy_dir, "skip-force")
     assert again == {**again, "status": "skipped", "run_id": first["run_id"]}
@@ -100,7 +100,8 @@ def test_a_new_tracking_store_is_backfilled_from_the_run_directory(store: dict[s
     for key in ("train/reward_mean", "eval/pass_at_2"):
         assert steps(fresh["uri"], second["run_id"], key) == steps(store["uri"], first["run_id"], key), key
     tables = {a.path for a in make_client(fresh["uri"]).list_artifacts(second["run_id"], "tables")}
-    assert len(tables) == 3
+    assert tables == {a.path for a in make_client(store["uri"]).list_artifacts(first["run_id"], "tables")}
+    assert len(tables) == 6  # entropy_by_position and eval_counts at each of the 3 evaluations
 
 
 def test_an_exception_marks_the_run_failed(store: dict[str, Any], tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_two_jobs_run_as_submitit_local_jobs_into_two_mlflow_runs(sweep: dict[st
         assert resolved["experiment_name"] == "smoke" and resolved["config_hash"] == tags["config_hash"]
         assert resolved["tracking"]["uri"] == uri
         tables = {a.path for a in c.list_artifacts(run_id, "tables")}
-        assert tables == {f"tables/entropy_by_position_step{s}.json" for s in (0, 1, 2)}
+        assert tables == {f"tables/{t}_step{s}.json" for t in ("entropy_by_position", "eval_counts") for s in (0, 1, 2)}
         # Hydra's per-job output directory carries the config hash (same-second sweeps cannot collide).
         assert list(sweep["cwd"].glob(f"multirun/smoke/*/*_{tags['config_hash']}"))
 
