@@ -58,7 +58,7 @@ def assert_drawn(ax: Any, expected: dict[str, pd.DataFrame]) -> None:
 
 def held(fig: Figure) -> dict[str, str]:
     """The settings a figure holds at one value, as its title says: 'Title (k=v, k=v)'."""
-    m = re.search(r"\((.*)\)$", fig.get_suptitle())
+    m = re.search(r"\(([^()]*=[^()]*)\)$", fig.get_suptitle())
     return dict(kv.split("=", 1) for kv in m[1].split(", ")) if m else {}
 
 
