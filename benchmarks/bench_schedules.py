@@ -166,12 +166,12 @@ def bench_vllm(args: argparse.Namespace) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # see bench_vllm.py: one compute thread on a shared machine
     import torch
     import vllm
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from benchmarks.bench_vllm import tiny_engine
     from ead_core.vllm_params import sampling_params
     from ead_core.vllm_processor import EADLogitsProcessor
-    from tests.vllm.tiny_model import build_tiny_llama
 
     spent = {"s": 0.0, "n": 0}
 
@@ -185,28 +185,7 @@ def bench_vllm(args: argparse.Namespace) -> None:
             spent["n"] += 1
             return out
 
-    max_len = args.prompt_len + args.max_tokens + 64
-    model_dir = build_tiny_llama(
-        ROOT / ".cache" / "bench_vllm_model",
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=max(1, args.hidden // 64),
-        max_position_embeddings=max_len,
-    )
-    llm = LLM(
-        model=str(model_dir),
-        dtype="float32",
-        enforce_eager=True,
-        gpu_memory_utilization=0.2,
-        max_model_len=max_len,
-        max_num_seqs=args.num_seqs,
-        max_num_batched_tokens=max(8192, args.num_seqs * args.prompt_len),
-        enable_prefix_caching=False,
-        seed=0,
-        logprobs_mode="processed_logprobs",
-        logits_processors=[TimedEAD],
-    )
+    llm = tiny_engine(args, ROOT / ".cache" / "bench_vllm_model", [TimedEAD])
     common = dict(max_tokens=args.max_tokens, ignore_eos=True, logprobs=0, top_p=1.0, top_k=0)
     kinds = schedules(c=10, d0=25.0, h_max=3.0, h_min=1.0)  # the tiny Llama's logits are peaked (scaled x40)
     params = {"plain T=1": SamplingParams(temperature=1.0, **common)}

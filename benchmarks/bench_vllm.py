@@ -38,6 +38,37 @@ ROOT = Path(__file__).resolve().parents[1]
 RATIOS = ("ead/fixed", "ead_fixed/fixed", "ead/adapter", "adapter/fixed")
 
 
+def tiny_engine(args: argparse.Namespace, model_dir: Path, logits_processors: list[Any]) -> Any:
+    """A CPU vLLM engine on a tiny random Llama shaped by ``args`` (vocab, hidden, layers, prompt and response
+    lengths, concurrent sequences), with ``logits_processors`` registered: the engine every vLLM benchmark times."""
+    from vllm import LLM
+
+    from tests.vllm.tiny_model import build_tiny_llama
+
+    max_len = args.prompt_len + args.max_tokens + 64
+    built = build_tiny_llama(
+        model_dir,
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden // 64),
+        max_position_embeddings=max_len,
+    )
+    return LLM(
+        model=str(built),
+        dtype="float32",
+        enforce_eager=True,
+        gpu_memory_utilization=0.2,
+        max_model_len=max_len,
+        max_num_seqs=args.num_seqs,
+        max_num_batched_tokens=max(8192, args.num_seqs * args.prompt_len),
+        enable_prefix_caching=False,
+        seed=0,
+        logprobs_mode="processed_logprobs",
+        logits_processors=logits_processors,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-seqs", type=int, default=256, help="concurrent sequences (also max_num_seqs)")
@@ -59,14 +90,13 @@ def main() -> None:
     import numpy as np
     import torch
     import vllm
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
     from ead_core import EADSchedule, FixedSchedule, schedule_from_dict
     from ead_core.vllm_params import sampling_params
     from ead_core.vllm_processor import EADLogitsProcessor
-    from tests.vllm.tiny_model import build_tiny_llama
 
     apply_time: dict[tuple[str, str], list[float]] = {}  # (request kind, processor) -> [seconds, calls]
     active = {"kind": ""}
@@ -101,28 +131,7 @@ def main() -> None:
             schedule, step = schedule_from_dict(extra["adapter_schedule"]), extra["adapter_step"]
             return lambda output_ids, logits: logits / schedule.temperature(len(output_ids), step)
 
-    max_len = args.prompt_len + args.max_tokens + 64
-    model_dir = build_tiny_llama(
-        args.model_dir,
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=max(1, args.hidden // 64),
-        max_position_embeddings=max_len,
-    )
-    llm = LLM(
-        model=str(model_dir),
-        dtype="float32",
-        enforce_eager=True,
-        gpu_memory_utilization=0.2,
-        max_model_len=max_len,
-        max_num_seqs=args.num_seqs,
-        max_num_batched_tokens=max(8192, args.num_seqs * args.prompt_len),
-        enable_prefix_caching=False,
-        seed=0,
-        logprobs_mode="processed_logprobs",
-        logits_processors=[TimedEAD, PerRequestEAD],
-    )
+    llm = tiny_engine(args, Path(args.model_dir), [TimedEAD, PerRequestEAD])
 
     schedule = EADSchedule.preset("reference")
     mean_tau = float(np.mean(schedule.temperatures(np.arange(args.max_tokens, dtype=np.float64), 0)))
