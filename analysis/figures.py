@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +30,10 @@ import pandas as pd
 from analysis import plots
 from analysis.mlflow_loader import (
     client_for,
-    experiment_ids,
     load_metrics,
     load_runs,
     load_tables,
+    log_report_run,
     missing_metrics,
 )
 from analysis.plots import NoData
@@ -206,20 +205,9 @@ def _attempt(report: Report, name: str, build: Callable[[], Any]) -> Any:
 
 def log_figures_run(client: Any, experiment: str, report: Report, sources: Sequence[str]) -> str:
     """A FINISHED run tagged job=figures in ``experiment`` holding the files made (artifact folder ``figures/``)."""
-    exp_id = next(iter(experiment_ids(client, experiment)))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    tags = {"job": "figures", "figures_of": ",".join(sources), "mlflow.runName": f"figures-{stamp}"}
-    run_id = client.create_run(exp_id, tags=tags).info.run_id
-    try:
-        for paths in report.made.values():
-            for p in paths:
-                client.log_artifact(run_id, str(p), "figures")
-        client.log_text(run_id, "\n".join(report.lines()) + "\n", "figures/report.txt")
-    except Exception:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    files = [p for paths in report.made.values() for p in paths]
+    texts = {"report.txt": "\n".join(report.lines()) + "\n"}
+    return log_report_run(client, experiment, "figures", files, {"figures_of": ",".join(sources)}, texts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,6 +139,33 @@ def _param_matches(column: pd.Series, wanted: Any) -> pd.Series:
     """Rows whose (typed) param equals ``wanted``, or is one of a list of wanted values."""
     values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
     return param_text(column).isin({canon_param(v) for v in values})
+
+
+def log_report_run(
+    client: MlflowClient,
+    experiment: str,
+    job: str,
+    files: Sequence[Path | str],
+    tags: Mapping[str, str] | None = None,
+    texts: Mapping[str, str] | None = None,
+) -> str:
+    """A FINISHED run tagged ``job`` (one of REPORT_JOBS, which loaders leave out) in ``experiment`` holding ``files``
+    and ``texts`` ({file name: content}) under the artifact folder ``job``; FAILED if logging breaks. Returns its id."""
+    if job not in REPORT_JOBS:
+        raise ValueError(f"job must be one of {list(REPORT_JOBS)}, got {job!r}")
+    exp_id = next(iter(experiment_ids(client, experiment)))
+    name = f"{job}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = client.create_run(exp_id, tags={"job": job, "mlflow.runName": name, **(tags or {})}).info.run_id
+    try:
+        for f in files:
+            client.log_artifact(run_id, str(f), job)
+        for file_name, text in (texts or {}).items():
+            client.log_text(run_id, text, f"{job}/{file_name}")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def load_runs(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,19 +342,9 @@ def load_values(
 
 def log_verdict_run(client: Any, experiment: str, files: Sequence[Path], baseline: str) -> str:
     """A FINISHED run tagged job=verdict in ``experiment`` holding the tables (artifact folder ``verdict/``)."""
-    from analysis.mlflow_loader import experiment_ids
+    from analysis.mlflow_loader import log_report_run
 
-    exp_id = next(iter(experiment_ids(client, experiment)))
-    tags = {"job": "verdict", "baseline": baseline, "mlflow.runName": f"verdict-{time.strftime('%Y%m%d-%H%M%S')}"}
-    run_id = client.create_run(exp_id, tags=tags).info.run_id
-    try:
-        for f in files:
-            client.log_artifact(run_id, str(f), "verdict")
-    except Exception:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return log_report_run(client, experiment, "verdict", files, {"baseline": baseline})
 
 
 def main(argv: list[str] | None = None) -> int:
