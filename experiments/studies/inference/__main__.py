@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +15,7 @@ from experiments.studies.inference import __doc__ as PACKAGE_DOC
 from experiments.studies.inference.cli import add_dataclass_options, collect
 from experiments.studies.inference.config import BACKEND, EngineConfig, InferenceScalingConfig
 from experiments.studies.inference.job import run
-from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
+from experiments.tracking.loggers import JsonlLogger, MultiLogger
 
 log = logging.getLogger(__name__)
 
@@ -57,59 +56,19 @@ def config_from_args(ns: argparse.Namespace) -> InferenceScalingConfig:
     return InferenceScalingConfig(**data, engine=EngineConfig(**engine))
 
 
-def open_mlflow_run(
-    uri: str, experiment: str, cfg: InferenceScalingConfig, run_dir: Path, *, finished_ok: bool
-) -> tuple[Any, bool] | None:
-    """``(MlflowRunLogger, already_finished)`` for this config's run in ``experiment``, or None without MLflow.
-
-    Follows experiments.tracking's conventions: a run is identified by the tags ``config_hash`` and ``backend``, and
-    the newest run of the hash is continued unless it is FINISHED. A FINISHED one is returned as such when
-    ``finished_ok`` (the run directory is finished too: nothing to log); otherwise a fresh run is opened.
-    ``mlflow`` is not in ``.venv-vllm``: run the study there, then publish the finished run directory from
-    ``.venv`` with the same command plus ``--mlflow-uri``.
-    """
+def tracked_run(uri: str, experiment: str, cfg: InferenceScalingConfig, run_dir: Path) -> Any:
+    """The config's ``TrackedRun`` in ``experiment`` (found by the tags ``config_hash`` and ``backend`` like every job's
+    run), or None where MLflow is not installed: ``.venv-vllm`` lacks it, so run the study there, then publish the
+    finished run directory from ``.venv`` with the same command plus ``--mlflow-uri``."""
     try:
         import mlflow  # noqa: F401
 
-        from experiments import tracking
+        from experiments.tracking import RunIdentity, TrackedRun
     except ImportError as e:
         log.warning("--mlflow-uri given but MLflow is not importable here (%s): logging JSONL only", e)
         return None
-    uri = tracking.resolve_tracking_uri(uri, Path.cwd())
-    client = tracking.make_client(uri)
-    experiment_id = tracking.ensure_experiment(client, experiment, uri)
-    latest = tracking.latest_run(client, experiment_id, cfg.hash, BACKEND)
-    if latest is not None and latest.info.status == tracking.FINISHED:
-        if finished_ok:
-            return tracking.MlflowRunLogger(client, latest.info.run_id), True
-        latest = None
-    tags = {
-        "config_hash": cfg.hash,
-        "backend": BACKEND,
-        "git_commit": tracking.git_commit(),
-        "host": tracking.host(),
-        "run_dir": str(run_dir.resolve()),
-    }
-    if latest is not None:
-        run_id = latest.info.run_id
-        client.update_run(run_id, status=tracking.RUNNING)
-    else:
-        run_id = client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
-    ml = tracking.MlflowRunLogger(client, run_id)
-    ml.set_tags(tags)
-    return ml, False
-
-
-def publish_run_dir(run_dir: Path, ml: Any) -> None:
-    """Log a finished run directory (params, metrics by step, tables) into an MLflow run and finish it."""
-    jsonl = JsonlLogger(run_dir)
-    ml.log_params(json.loads((run_dir / "params.json").read_text()))
-    for rec in jsonl.records():
-        ml.log_metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
-    for path in sorted((run_dir / "tables").glob("*.jsonl")):
-        ml.log_table(path.stem, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    ml.set_tags({"end_reason": "completed"})
-    ml.finish("FINISHED")
+    identity = RunIdentity(experiment, cfg.hash, BACKEND, run_dir.name, job="inference_scaling")
+    return TrackedRun(identity, run_dir, uri=uri, base_dir=Path.cwd(), source="python -m experiments.studies.inference")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -134,38 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     table = run_dir / "tables" / "infer_scaling.jsonl"
     status = run_dir / "status"
     finished = status.exists() and status.read_text().strip() == "FINISHED" and table.exists()
-    opened = None
-    if ns.mlflow_uri:
-        opened = open_mlflow_run(ns.mlflow_uri, ns.mlflow_experiment, cfg, run_dir, finished_ok=finished)
-    ml, ml_finished = opened if opened is not None else (None, True)
+    tracked = tracked_run(ns.mlflow_uri, ns.mlflow_experiment, cfg, run_dir) if ns.mlflow_uri else None
     if finished:
-        if ml is not None and not ml_finished:
-            publish_run_dir(run_dir, ml)
-            print(f"published {run_dir} to MLflow run {ml.run_id}")
+        if tracked is not None and not tracked.finished:
+            print(f"published {run_dir} to MLflow run {tracked.publish()}")
         print(f"already finished: {run_dir}")
         print(format_table([json.loads(line) for line in table.read_text().splitlines()]))
         return 0
     # One in-process engine (no engine-core subprocess): simpler to stop, and the CPU build gains nothing from it.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     jsonl = JsonlLogger(run_dir)
-    logger: RunLogger = MultiLogger(jsonl, ml) if ml is not None else jsonl
-    guard = contextlib.nullcontext()
-    if ml is not None:
-        from experiments.tracking import RunEndGuard
-
-        guard = RunEndGuard(ml)  # marks the MLflow run KILLED / FAILED with the reason
     try:
-        with guard:
-            out = run(cfg, logger, progress=not ns.quiet)
+        if tracked is None:
+            out = run(cfg, jsonl, progress=not ns.quiet)
+        else:  # locked, guarded (KILLED / FAILED with the reason), FINISHED on a clean exit
+            with tracked.open(force=tracked.finished) as ml:
+                out = run(cfg, MultiLogger(jsonl, ml), progress=not ns.quiet)
     except KeyboardInterrupt:
         jsonl.finish("KILLED")
         raise
     except BaseException:
         jsonl.finish("FAILED")
         raise
-    if ml is not None:
-        ml.set_tags({"end_reason": "completed"})
-    logger.finish("FINISHED")
+    jsonl.finish("FINISHED")
     print(format_table(out["rows"]))
     print(f"run dir: {run_dir}")
     return 0
