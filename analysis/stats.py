@@ -14,11 +14,12 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.mlflow_loader import RUN_COLUMNS, TAGS, param_text
+from experiments.tracking.hashing import EXECUTION_FIELDS
 
 # Params that differ between replicates of one setting (never a reason to split a figure or a table).
 REPLICATE_KEYS = {"seed", "config_hash", "init_from", "run_dir", "experiment_name", "policy_dir_resolved"}
-# Params that change how a job runs, not what it computes.
-NOT_SETTINGS = {"threads", "ckpt_interval", "backend.name", "progress", "dry_run", "force"}
+# Params that change how a job runs, not what it computes (the trainer's execution fields and the sweep's own keys).
+NOT_SETTINGS = {*EXECUTION_FIELDS, "backend.name", "progress", "dry_run", "force"}
 # Columns of long frames and labels added by figures (not settings of a run).
 DERIVED = {"key", "step", "value", "timestamp", "table_step", "panel", "tis", "series", "facet"}
 # Panels of training figures: one per algorithm and model size (the paper's grid).

@@ -13,13 +13,10 @@ from ead_core.schedule import PRESET_SCALES, EntropyTargetSchedule, FixedSchedul
 from experiments.local.policy import SIZES
 from experiments.local.tasks import SPLIT_VERSION, TASKS, make_task
 from experiments.local.warmstart import WarmStartConfig
-from experiments.tracking.hashing import config_hash
+from experiments.tracking.hashing import EXECUTION_FIELDS, config_hash
 
 ALGORITHMS = ("grpo", "dapo", "clip_cov", "kl_cov")
 SAMPLING_KINDS = ("ead", "fixed", "reverse", "linear", "cosine", "entropy_target")
-# Fields that change how a run executes, never what it computes: left out of the config hash, so runs that differ
-# only in them are one setting and seed (one run to resume, one replicate in the statistics).
-EXECUTION_FIELDS = ("threads", "ckpt_interval")
 
 
 def _h(text: str) -> dict[str, str]:

@@ -9,6 +9,10 @@ import json
 import math
 from typing import Any
 
+# Config fields that change how a run executes, never what it computes: left out of config hashes, so runs that differ
+# only in them are one setting and seed (one run to resume, one replicate in the statistics).
+EXECUTION_FIELDS = ("threads", "ckpt_interval")
+
 
 def canonical(obj: Any) -> Any:
     """JSON-ready canonical form: dataclasses and mappings become sorted dicts, tuples become lists."""
