@@ -57,7 +57,7 @@ class InferenceScalingConfig:
     data_seed: int = field(
         default=0,
         metadata=_h(
-            "seed of the eval split and the warm start (a policy's own seed: its first 256 eval prompts are held out)"
+            "seed of the eval draw and the warm start (every eval prompt is held out of training, whatever the seed)"
         ),
     )
     eval_prompts: int = field(default=64, metadata=_h(f"held-out eval prompts, in [1, {EVAL_RESERVE}]"))
@@ -141,7 +141,7 @@ class InferenceScalingConfig:
         need(
             is_int(self.eval_prompts) and 1 <= self.eval_prompts <= EVAL_RESERVE,
             "eval_prompts",
-            f"an integer in [1, {EVAL_RESERVE}] (the eval prompts warm starts never train on)",
+            f"an integer in [1, {EVAL_RESERVE}]",
             self.eval_prompts,
         )
         grid = self.n_grid
