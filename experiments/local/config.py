@@ -115,7 +115,7 @@ class AlgorithmConfig:
 
 @dataclass
 class RLVRConfig:
-    """A whole local RLVR run. ``python -m experiments.local --help`` lists every field."""
+    """A whole local RLVR run. ``python sweep.py --cfg job`` prints every field with its value."""
 
     task: str = field(default="countdown", metadata=_h("countdown | arithmetic"))
     task_knobs: dict = field(default_factory=dict, metadata=_h("task difficulty knobs, e.g. {n_numbers: 4}"))
