@@ -30,7 +30,9 @@ def run_suite(tmp_path: Path, reason: str, **env: str) -> subprocess.CompletedPr
     (tmp_path / "test_suite.py").write_text(SUITE.format(reason=reason))
     clean = {k: v for k, v in os.environ.items() if k not in ("CI", "EAD_STRICT_SKIPS")}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.skip_policy", "-p", "no:cacheprovider", str(tmp_path)],
+        # --rootdir: node ids relative to tmp_path wherever the checkout lies (a clone under /tmp made them spt/...)
+        [sys.executable, "-m", "pytest", "-p", "tests.skip_policy", "-p", "no:cacheprovider",
+         "--rootdir", str(tmp_path), str(tmp_path)],
         cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
