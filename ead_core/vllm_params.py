@@ -58,8 +58,8 @@ class EADRequest:
     def kernel_args(self) -> tuple[float, ...]:
         """``(code, a, b, d, c, e, f)`` for the per-row kernels of ``ead_core.schedules.kernels`` at this step.
 
-        A fixed temperature tau is the degenerate EAD curve ``(0, tau, inf, 0)``: the decaying branch
-        ``1 + 0 - exp(0) = 0`` lies below the floor, so the kernel returns exactly tau at every position.
+        A fixed temperature tau is the degenerate EAD curve with tau_max 0, floor tau and c 0: the decaying branch
+        ``1 + 0 - exp(t / d) <= 0`` lies below the floor, so the kernel returns exactly tau at every position.
         Fixed and EAD therefore run through the same kernel, as the baseline must.
         """
         return self.schedule.kernel_args(self.step)

@@ -97,7 +97,7 @@ def test_stamps_schedule_step_aware_decay_and_origin(configs, chat_tokenizer, st
     req = parse_extra_args(sent["sampling_params"]["extra_args"])
     assert req.schedule == cfg.schedule() and isinstance(req.schedule, EADSchedule)
     assert req.step == step
-    tau_max, tau_min, d, c_ = req.kernel_args()
+    _code, tau_max, tau_min, d, c_, *_ = req.kernel_args()  # (code, a, b, d, c, e, f)
     assert d == cfg.schedule().decay(step) == 20 * (25 + 5 * step)  # d_s grows with the step
     assert req.origin == len(sent["prompt_ids"]) == len(out.prompt_ids)
     # verl's own sampling parameters are passed through untouched.
@@ -117,7 +117,7 @@ def test_decay_grows_across_steps(configs, chat_tokenizer):
     for step in (0, 1, 10):
         client = StandInServerClient(c)
         _run(c, chat_tokenizer, client, global_steps=step)
-        decays.append(parse_extra_args(client.calls[0]["sampling_params"]["extra_args"]).kernel_args()[2])
+        decays.append(parse_extra_args(client.calls[0]["sampling_params"]["extra_args"]).kernel_args()[3])  # d
     assert decays == [500.0, 600.0, 1500.0]
 
 
@@ -126,7 +126,7 @@ def test_fixed_temperature_is_stamped_through_the_same_path(configs, chat_tokeni
     client = StandInServerClient(c)
     out = _run(c, chat_tokenizer, client, global_steps=4)
     req = parse_extra_args(client.calls[0]["sampling_params"]["extra_args"])
-    assert req.schedule == FixedSchedule(0.6) and req.kernel_args()[1] == 0.6
+    assert req.schedule == FixedSchedule(0.6) and req.kernel_args()[2] == 0.6  # the EAD curve's floor
     assert out.extra_fields["ead_tau_mean"] == pytest.approx(0.6)
 
 
