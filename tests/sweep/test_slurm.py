@@ -53,7 +53,7 @@ def preempted_sweep(
         def ead_run_going() -> dict[str, Any] | None:
             assert proc.poll() is None, f"the sweep ended early:\n{log.read_text()[-4000:]}"
             for run in _runs_in_db(db):
-                if run["name"].startswith("grpo-ead") and run["tags"].get("slurm_job_id"):
+                if run["name"].startswith("grpo-EAD") and run["tags"].get("slurm_job_id"):
                     if jsonl_steps(Path(run["tags"]["run_dir"])) >= 3:
                         return run
             return None
@@ -98,7 +98,7 @@ def test_two_job_sweep_through_submitit_slurm(preempted_sweep: dict[str, Any]) -
 def test_preempted_job_is_requeued_and_finishes_in_the_same_run(preempted_sweep: dict[str, Any]) -> None:
     info = preempted_sweep
     assert info["killed_seen"] and info["returncode"] == 0, info["output"][-5000:]
-    ead = [r for r in runs_of(info["uri"], "smoke") if r.info.run_name.startswith("grpo-ead")]
+    ead = [r for r in runs_of(info["uri"], "smoke") if r.info.run_name.startswith("grpo-EAD")]
     assert len(ead) == 1, "the requeued job must continue its run, not start a new one"
     run = ead[0]
     assert run.info.run_id == info["run_id"] and run.info.status == "FINISHED"
