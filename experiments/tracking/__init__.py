@@ -8,10 +8,20 @@ Standard library only at import time; ``mlflow`` is imported where a client is m
 - ``lifecycle``: ``TrackedRun``, one tracked run from lookup to end state (find or continue, lock, tags, params,
   backfill, guard, summary), used by every job kind.
 - ``server``: a local ``mlflow server`` in front of a SQLite store.
+
+Importing this package turns MLflow's usage telemetry off for this process and its children
+(``MLFLOW_DISABLE_TELEMETRY=true`` unless the user set it): MLflow reads it once, when ``mlflow`` is imported, and
+its telemetry thread, when it cannot reach its endpoint, removes ``_MLFLOW_TELEMETRY_SESSION_ID`` from
+``os.environ`` while ``requests`` iterates the environment (a ``KeyError`` in a random tracking call; CI never sees
+it because ``CI=true`` turns telemetry off). Every harness module that uses MLflow imports this package first.
 """
 
-from experiments.tracking.hashing import canonical, config_hash, flat_params
-from experiments.tracking.lifecycle import (
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from experiments.tracking.hashing import canonical, config_hash, flat_params  # noqa: E402 - after the switch
+from experiments.tracking.lifecycle import (  # noqa: E402
     RunAlreadyFinished,
     RunDirBusy,
     RunEndGuard,
@@ -21,8 +31,8 @@ from experiments.tracking.lifecycle import (
     backfill_from_run_dir,
     lock_run_dir,
 )
-from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger, json_safe
-from experiments.tracking.store import (
+from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger, json_safe  # noqa: E402
+from experiments.tracking.store import (  # noqa: E402
     DEFAULT_TRACKING_URI,
     EXPERIMENT_KIND_TAG,
     FAILED,

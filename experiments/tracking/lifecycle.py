@@ -332,6 +332,12 @@ class TrackedRun:
             run_id = latest.info.run_id
             attempt = int(latest.data.tags.get("attempt", "1")) + 1
             interruptions = int(latest.data.tags.get("interruptions", "0"))
+            if latest.info.status == RUNNING:
+                # Nobody recorded the end (SIGKILL, OOM, node failure, tracking server away while dying); we hold
+                # the run directory's lock, so its last holder is dead: count that stop here.
+                interruptions += 1
+                log.warning("%s: MLflow run %s was left RUNNING by a job that died; counted as interruption %d",
+                            name, run_id, interruptions)  # fmt: skip
             self.client.update_run(run_id, status=RUNNING)
             log.info("%s: continuing MLflow run %s (%s), attempt %d", name, run_id, latest.info.status, attempt)
             return run_id, attempt, interruptions
@@ -364,9 +370,11 @@ class TrackedRun:
             self.latest = self.find()  # again, under the lock: another job may have finished it meanwhile
             run_id, self.attempt, interruptions = self._start(self.latest, force)
             self.run_id = run_id
-            logger = MlflowRunLogger(self.client, run_id)
-            with RunEndGuard(logger, interruptions):
-                logger.set_tags({**self.tags(), "attempt": self.attempt, "end_reason": "running"})
+            logger = MlflowRunLogger(self.client, run_id)  # calls no store: nothing can fail before the guard
+            with RunEndGuard(logger, interruptions):  # from here on any failure ends the run FAILED or KILLED
+                logger.set_tags(
+                    {**self.tags(), "attempt": self.attempt, "interruptions": interruptions, "end_reason": "running"}
+                )
                 if params:
                     logger.log_params(params)
                 for path, content in (artifacts or {}).items():

@@ -245,7 +245,19 @@ class MlflowRunLogger:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._last = self._history_last_step()
+        self._last_read = False  # the run's last step is read on first use: making a logger never calls the store
+        self._last_step: int | None = None
+
+    @property
+    def _last(self) -> int | None:
+        if not self._last_read:
+            self._last_step = self._history_last_step()
+            self._last_read = True
+        return self._last_step
+
+    @_last.setter
+    def _last(self, step: int | None) -> None:
+        self._last_step, self._last_read = step, True
 
     @property
     def tracking_uri(self) -> str:
