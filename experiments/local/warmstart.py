@@ -8,14 +8,17 @@ room to move. The result is an HF model directory cached under a hash of this co
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from experiments.local.policy import SIZES, build_policy, load_policy, save_policy
@@ -115,26 +118,29 @@ def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progre
     if (path / "config.json").exists() and (path / "DONE").exists():
         log.info("warm start cached at %s", path)
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Jobs of one sweep share warm starts: the first trains it, the others wait for it instead of training it too.
+    with FileLock(str(path) + ".lock"):
+        if (path / "config.json").exists() and (path / "DONE").exists():
+            log.info("warm start cached at %s (trained by another job)", path)
+            return path
+        return _train_and_save(cfg, path, progress)
+
+
+def _train_and_save(cfg: WarmStartConfig, path: Path, progress: bool) -> Path:
+    """Train the warm start and move it into ``path`` whole (called under the entry's lock)."""
     log.info("training warm start %s -> %s", cfg, path)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         model, tok, losses = train_sft(cfg, progress=progress)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     save_policy(model, tok, tmp)
-    (tmp / "warmstart.json").write_text(
-        __import__("json").dumps(
-            {"config": asdict(cfg), "split_version": SPLIT_VERSION, "final_loss": losses[-1] if losses else None},
-            indent=2,
-        )
-    )
+    meta = {"config": asdict(cfg), "split_version": SPLIT_VERSION, "final_loss": losses[-1] if losses else None}
+    (tmp / "warmstart.json").write_text(json.dumps(meta, indent=2))
     (tmp / "DONE").write_text("ok\n")
-    if path.exists():  # another process finished first: keep theirs
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
+    if path.exists():  # an unfinished entry (no DONE) left by a killed job
+        shutil.rmtree(path)
+    os.replace(tmp, path)
     return path
 
 

@@ -6,8 +6,10 @@ import dataclasses
 import json
 import warnings
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
+import torch
 
 import experiments.local.config as config_module
 import experiments.local.warmstart as warmstart_module
@@ -81,3 +83,42 @@ def test_validation_warns_about_a_schedule_without_exploration():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RLVRConfig().validate()  # the local default explores: tau(1) = 1.07 at step 0
+
+
+def _warm_start_in_child(cache_dir: str, queue) -> None:  # noqa: ANN001 - a multiprocessing.Queue
+    """Child process: warm-start and report whether this process trained the entry itself."""
+    import logging
+
+    torch.set_num_threads(1)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("experiments.local.warmstart").addHandler(handler)
+    logging.getLogger("experiments.local.warmstart").setLevel(logging.INFO)
+    cfg = WarmStartConfig(task_knobs={"max_number": 5, "max_target": 12}, steps=2, batch_size=4, n_train=16)
+    path = warm_start(cfg, cache_dir=cache_dir, progress=False)
+    queue.put((str(path), any(m.startswith("training warm start") for m in records)))
+
+
+def test_concurrent_jobs_train_a_warm_start_once(tmp_path):
+    """Jobs of a sweep started together share one warm start: one trains it, the other waits and reuses it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the children inherit the imports: seconds, not a re-import of torch
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_warm_start_in_child, args=(str(tmp_path), queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results[0][0] == results[1][0]
+    assert sorted(trained for _, trained in results) == [False, True]
+    # an unfinished entry (a killed job's, no DONE) is replaced, not trusted
+    path = Path(results[0][0])
+    (path / "DONE").unlink()
+    (path / "model.safetensors").write_bytes(b"truncated")
+    cfg = WarmStartConfig(task_knobs={"max_number": 5, "max_target": 12}, steps=2, batch_size=4, n_train=16)
+    assert warm_start(cfg, cache_dir=tmp_path, progress=False) == path and (path / "DONE").exists()
+    assert (path / "model.safetensors").stat().st_size > 1000  # retrained
