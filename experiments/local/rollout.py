@@ -86,54 +86,75 @@ def sample(
     ``position_offset`` is the number of response tokens already inside the prompts (a branching
     study continues a response from its first K tokens): the schedule then counts positions from
     the ORIGINAL response start, t = position_offset + generated so far.
+
+    Work saved without changing what is computed for any row: each distinct prompt is prefilled once and its KV
+    cache copied to the rows that repeat it (a group), and a row leaves the decode batch (its cache rows are
+    dropped) once it has sampled EOS, so the batch shrinks as responses end.
     """
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
-    b = prompt_ids.shape[0]
+    b, p = prompt_ids.shape
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    adaptive = schedule.needs_logits  # entropy_target: tau per row from this step's logits
-    if adaptive:
-        taus, row_taus = torch.ones(max_new_tokens), torch.ones(b, max_new_tokens)
-    else:
+    adaptive = schedule.needs_logits and not greedy  # entropy_target: tau per row from this step's logits
+    row_taus = torch.ones(b, max_new_tokens)
+    if not schedule.needs_logits:
         taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
     out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
     out_lp = torch.zeros(b, max_new_tokens)
     out_mask = torch.zeros(b, max_new_tokens)
-    done = torch.zeros(b, dtype=torch.bool)
-    attn = prompt_mask.clone()
-    pos = _positions(prompt_mask)
+    first_row: dict[str, int] = {}  # each distinct prompt -> its first row
+    for i, q in enumerate(prompts):
+        first_row.setdefault(q, i)
+    slot = {q: k for k, q in enumerate(first_row)}
+    first, inverse = torch.tensor(list(first_row.values())), torch.tensor([slot[q] for q in prompts])
+    # the attention mask of every step is a prefix of one preallocated mask (no per-step concatenation)
+    attn = torch.ones(b, p + max_new_tokens, dtype=prompt_mask.dtype)
+    attn[:, :p] = prompt_mask
+    pos = _positions(prompt_mask)[:, -1:] + 1  # position id of the next token of each row
+    rows = torch.arange(b)  # the rows still generating, in the order of the cache's batch
     with eval_mode(model):
-        out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        u_mask = prompt_mask[first]
+        out = model(input_ids=prompt_ids[first], attention_mask=u_mask, position_ids=_positions(u_mask), use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
-        next_pos = pos[:, -1:] + 1
+        if len(first) < b:  # one prefill per distinct prompt, its cache copied to each of its rows
+            cache.batch_select_indices(inverse)
+            logits = logits[inverse]
         for t in range(max_new_tokens):
-            if adaptive and not greedy:
-                row_taus[:, t] = schedule.temperatures_for_logits(logits.float(), position_offset + t, step)
-            tau = row_taus[:, t, None] if adaptive else taus[t]
-            logp = torch.log_softmax(logits.float() / (1.0 if greedy else tau), dim=-1)
+            z = logits.float()
+            if adaptive:
+                tau = schedule.temperatures_for_logits(z, position_offset + t, step)
+                row_taus[rows, t] = tau
+                tau = tau[:, None]
+            else:
+                tau = 1.0 if greedy else taus[t]
+            logp = torch.log_softmax(z / tau, dim=-1)
             if greedy:
                 tok = logp.argmax(dim=-1)
             else:
                 tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-            tok = torch.where(done, torch.full_like(tok, pad), tok)
-            live = (~done).float()
-            out_ids[:, t] = tok
-            out_lp[:, t] = logp.gather(1, tok[:, None]).squeeze(1) * live
-            out_mask[:, t] = live
-            done |= tok == eos
-            if bool(done.all()) or t == max_new_tokens - 1:
+            out_ids[rows, t] = tok
+            out_lp[rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
+            out_mask[rows, t] = 1.0
+            if t == max_new_tokens - 1:
                 break
-            attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype)], dim=1)
+            ended = tok == eos
+            if bool(ended.any()):  # drop the finished rows from the batch and from the KV cache
+                keep = (~ended).nonzero().squeeze(1)
+                if len(keep) == 0:
+                    break
+                rows, tok, attn, pos = rows[keep], tok[keep], attn[keep], pos[keep]
+                cache.batch_select_indices(keep)
             out = model(
                 input_ids=tok[:, None],
-                attention_mask=attn,
-                position_ids=next_pos,
+                attention_mask=attn[:, : p + t + 1],
+                position_ids=pos,
                 past_key_values=cache,
                 use_cache=True,
             )
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
-            next_pos = next_pos + 1
+            logits = out.logits[:, -1, :]
+            pos = pos + 1
     texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
-    if adaptive:  # per position: the mean tau of the rows still generating there (1.0 where none is)
+    done = (out_ids == eos).any(dim=1)
+    if schedule.needs_logits:  # per position: the mean tau of the rows still generating there (1.0 where none is)
         live = out_mask.sum(dim=0)
         taus = torch.where(live > 0, (row_taus * out_mask).sum(dim=0) / live.clamp(min=1), 1.0)
     else:
