@@ -121,6 +121,9 @@ class RLVRConfig:
     task_knobs: dict = field(default_factory=dict, metadata=_h("task difficulty knobs, e.g. {n_numbers: 4}"))
     size: str = field(default="tiny", metadata=_h("policy size: tiny | small | base"))
     init_from: str | None = field(default=None, metadata=_h("policy directory to start from (skips warm start)"))
+    warmstart_seed: int | None = field(
+        default=None, metadata=_h("seed of the warm start (None: the run's seed); fixed: every seed shares one")
+    )
     sft_steps: int = field(default=400, metadata=_h("warm-start SFT steps"))
     sft_lr: float = field(default=3e-3, metadata=_h("warm-start learning rate"))
     steps: int = field(default=100, metadata=_h("RL steps"))
@@ -153,7 +156,7 @@ class RLVRConfig:
             task=self.task,
             task_knobs=dict(self.task_knobs),
             size=self.size,
-            seed=self.seed,
+            seed=self.seed if self.warmstart_seed is None else self.warmstart_seed,
             steps=self.sft_steps,
             lr=self.sft_lr,
         )
@@ -164,6 +167,8 @@ class RLVRConfig:
     def identity(self) -> dict[str, Any]:
         """What determines the run's results: every field but EXECUTION_FIELDS, plus the train/eval split version."""
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        if d["warmstart_seed"] is None:  # the default (the run's seed) keeps the hashes runs had before the field
+            del d["warmstart_seed"]
         return {**d, "split_version": SPLIT_VERSION}
 
     @property
@@ -221,6 +226,8 @@ class RLVRConfig:
             need(getattr(self, name) > 0, name, "> 0", getattr(self, name))
         need(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         need(self.threads >= 0, "threads", "an integer >= 0", self.threads)
+        ws = self.warmstart_seed
+        need(ws is None or ws >= 0, "warmstart_seed", "null (the run's seed) or an integer >= 0", ws)
         sched = self.sampling.schedule()  # validates sampling.*
         c = getattr(sched, "c", 0)
         need(self.max_new_tokens > c, "max_new_tokens", f"> sampling.c ({c})", self.max_new_tokens)

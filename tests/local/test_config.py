@@ -122,3 +122,16 @@ def test_concurrent_jobs_train_a_warm_start_once(tmp_path):
     cfg = WarmStartConfig(task_knobs={"max_number": 5, "max_target": 12}, steps=2, batch_size=4, n_train=16)
     assert warm_start(cfg, cache_dir=tmp_path, progress=False) == path and (path / "DONE").exists()
     assert (path / "model.safetensors").stat().st_size > 1000  # retrained
+
+
+def test_warmstart_seed_shares_one_warm_start_across_run_seeds():
+    """warmstart_seed fixes the warm start for every run seed (one SFT for a sweep); unset, each seed has its own
+    and the config hash is the one runs had before the field existed."""
+    own = [RLVRConfig(seed=s) for s in (0, 1)]
+    shared = [RLVRConfig(seed=s, warmstart_seed=7) for s in (0, 1)]
+    assert own[0].warmstart().key != own[1].warmstart().key
+    assert shared[0].warmstart().key == shared[1].warmstart().key == RLVRConfig(seed=7).warmstart().key
+    assert "warmstart_seed" not in own[0].identity() and shared[0].hash != own[0].hash
+    assert shared[0].hash != shared[1].hash  # still two runs
+    with pytest.raises(ValueError, match=r"warmstart_seed must be null \(the run's seed\) or an integer >= 0"):
+        RLVRConfig(warmstart_seed=-1).validate()
