@@ -132,29 +132,52 @@ class Trainer:
         self.start_step = self._restore()
 
     # --- checkpoints ---------------------------------------------------------------------------
+    @property
+    def prev_ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoint.prev.pt"
+
     def _restore(self) -> int:
-        if not self.ckpt_path.exists():
-            return 0
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        if state["config_hash"] != self.cfg.hash:
-            raise ValueError(
-                f"checkpoint {self.ckpt_path} belongs to config {state['config_hash']}, not {self.cfg.hash}"
-            )
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        log.info("resumed from %s at step %d", self.ckpt_path, state["next_step"])
-        return int(state["next_step"])
+        """Resume from checkpoint.pt, else (unreadable: truncated, corrupt) from checkpoint.prev.pt, else from step 0,
+        with a warning naming each file skipped. Every step is a function of (seed, step), so an older start only
+        recomputes steps, and the loggers keep each step once. Loaded with ``weights_only=True``: tensors and plain
+        Python types only, nothing in a run directory is unpickled as code."""
+        tried = []
+        for path in (self.ckpt_path, self.prev_ckpt_path):
+            if not path.exists():
+                continue
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                next_step, owner = int(state["next_step"]), str(state["config_hash"])
+                model_state, opt_state = state["model"], state["optimizer"]
+            except Exception as e:  # noqa: BLE001 - any unreadable file: fall back (the next one, or step 0)
+                log.warning("checkpoint %s is unreadable (%s: %s); falling back", path, type(e).__name__, e)
+                tried.append(str(path))
+                continue
+            if owner != self.cfg.hash:
+                raise ValueError(f"checkpoint {path} belongs to config {owner}, not {self.cfg.hash}")
+            self.model.load_state_dict(model_state)
+            self.opt.load_state_dict(opt_state)
+            log.info("resumed from %s at step %d", path, next_step)
+            return next_step
+        if tried:
+            log.warning("no readable checkpoint (%s): training restarts at step 0", ", ".join(tried))
+        return 0
 
     def save_checkpoint(self, next_step: int) -> None:
-        """Atomic: write a temporary file, then rename over the previous checkpoint."""
+        """Atomic and two deep: write and fsync a temporary file, keep the current checkpoint as checkpoint.prev.pt,
+        rename the new one into place (a crash between the renames leaves the previous one to resume from)."""
         tmp = self.ckpt_path.with_suffix(".tmp")
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
-            "next_step": next_step,
-            "config_hash": self.cfg.hash,
+            "next_step": int(next_step),
+            "config_hash": str(self.cfg.hash),
         }
         torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if self.ckpt_path.exists():
+            os.replace(self.ckpt_path, self.prev_ckpt_path)
         os.replace(tmp, self.ckpt_path)
 
     # --- one RL step ---------------------------------------------------------------------------

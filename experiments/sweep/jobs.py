@@ -18,8 +18,11 @@ The sweep's own keys (``experiment_name``, ``tracking``, ``runs_root``, ``force`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -31,9 +34,11 @@ from omegaconf.errors import MissingMandatoryValue
 
 from experiments.local.config import RLVRConfig, from_dict
 from experiments.local.policy import SIZES
+from experiments.sweep.knobs import TaskKnobs, check_task_knobs, task_knobs
 from experiments.sweep.naming import plain, run_name
 from experiments.tracking import MlflowRunLogger, RunIdentity, TrackedRun, resolve_tracking_uri, safe_name
 from experiments.tracking.hashing import flat_params
+from experiments.tracking.store import check_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,8 @@ class LocalBackendConfig:
 class SweepJobConfig(RLVRConfig):
     """One sweep job: every ``RLVRConfig`` field (typed, with its defaults) plus the sweep's own keys."""
 
+    # Every knob of every task, None = the task's default (experiments.sweep.knobs): task_knobs.X=... without '+'.
+    task_knobs: TaskKnobs = field(default_factory=TaskKnobs)  # type: ignore[valid-type, assignment]
     backend: Any = MISSING  # an option of the `backend` group (typed by its own schema, e.g. LocalBackendConfig)
     experiment_name: str = "default"  # MLflow experiment (one per preset or sweep); also names runs_root/<experiment>
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -159,6 +166,8 @@ class PreparedJob:
 
 def _local_prepare(cfg: DictConfig) -> RLVRConfig:
     data = {k: plain(cfg[k]) for k in RLVR_KEYS}
+    data["task_knobs"] = task_knobs(cfg.task_knobs)
+    check_task_knobs(str(cfg.task), data["task_knobs"])
     try:
         return from_dict(data).validate()
     except ValueError as e:
@@ -177,8 +186,42 @@ def _verl_prepare(cfg: DictConfig) -> Any:
 BACKENDS: dict[str, Callable[[DictConfig], Any]] = {"local": _local_prepare, "verl": _verl_prepare}
 
 
+def unknown_keys(node: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of a composed config that its schema lacks, as (dotted key, known keys at that level). Hydra rejects an
+    unknown ``key=value`` but adds ``+key=value`` to a typed node; either way it is a typo or a key this harness does
+    not have, which would run with a config hash that ignores it. Only typed (dataclass) nodes are checked: free-form
+    dicts (``task_knobs``, checked per task) may hold any key."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    out: list[tuple[str, list[str]]] = []
+    for key in node.keys():
+        if prefix == "" and key == "hydra":
+            continue  # Hydra's own node (present in the sweeper's composed configs)
+        if known is not None and key not in known:
+            out.append((f"{prefix}{key}", known))
+        elif OmegaConf.is_dict(node._get_node(key)):
+            out.extend(unknown_keys(node[key], f"{prefix}{key}."))
+    return out
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    unknown = unknown_keys(cfg)
+    if not unknown:
+        return
+    lines = []
+    for key, known in unknown:
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+        hint = f"did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?" if close else ""
+        where = key.rsplit(".", 1)[0] if "." in key else "the top level"
+        lines.append(f"{key}: unknown key ({hint or f'keys at {where}: ' + ', '.join(known)})")
+    raise ValueError("unknown config key(s), with or without '+': " + "; ".join(lines))
+
+
 def prepare(cfg: DictConfig) -> PreparedJob:
     """Validate a composed job config; raise ValueError naming the parameter (dotted) and its allowed values."""
+    _check_keys(cfg)
     try:
         backend = cfg.backend.name
     except MissingMandatoryValue:
@@ -192,6 +235,9 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError(f"tracking.uri must be a non-empty MLflow tracking URI, got {uri!r}")
     resolve_tracking_uri(uri, ".")  # checks the sqlite form
+    if cfg.tracking.experiment_id is None:  # planning (or a single run): once per store, before anything runs
+        check_tracking_uri(resolve_tracking_uri(uri, launch_dir()))
+        check_runs_root(cfg.runs_root, launch_dir(), create=not cfg.dry_run)
     if not str(cfg.experiment_name).strip():
         raise ValueError("experiment_name must be a non-empty string")
     if cfg.get("study") is not None:
@@ -239,6 +285,28 @@ def launch_dir() -> Path:
         return Path(HydraConfig.get().runtime.cwd)
     except (ImportError, ValueError):
         return Path.cwd()
+
+
+def check_runs_root(runs_root: str | Path, base: Path, create: bool = True) -> None:
+    """ValueError naming ``runs_root`` when run directories cannot be written there (read-only file system, no
+    permission, a file in the way): found before any job starts rather than by every job. ``create``: make the
+    directory and write a probe file (catches every cause); otherwise (dry runs) check the nearest existing
+    directory's permissions only."""
+    root = Path(runs_root) if Path(runs_root).is_absolute() else base / runs_root
+    try:
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=root):
+                pass
+        else:
+            existing = next(p for p in (root, *root.parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(f"{existing} is not a writable directory")
+    except OSError as e:
+        raise ValueError(
+            f"runs_root {root} is not writable ({e.strerror or e}): run directories (checkpoints, metrics.jsonl) go "
+            "there; set runs_root=<a writable directory>"
+        ) from None
 
 
 def run_dir_for(runs_root: str | Path, experiment_name: str, config_hash: str, base: Path) -> Path:

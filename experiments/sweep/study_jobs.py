@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from experiments.local.config import SamplingConfig
 from experiments.studies import STUDIES
 from experiments.studies.common import PolicySource
+from experiments.sweep.knobs import task_knobs
 from experiments.sweep.naming import plain, sampling_label
 from experiments.tracking.hashing import config_hash
 from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
@@ -61,7 +62,7 @@ def study_config(cfg: DictConfig) -> tuple[str, Any]:
         own.update(
             policy=cfg.init_from,
             task=str(cfg.task),
-            task_knobs=dict(plain(cfg.task_knobs)),
+            task_knobs=task_knobs(cfg.task_knobs),
             size=str(cfg.size),
             sft_steps=int(cfg.sft_steps),
             seed=int(cfg.seed),

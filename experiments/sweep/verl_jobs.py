@@ -36,6 +36,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments.local.config import AlgorithmConfig, RLVRConfig
+from experiments.sweep.knobs import task_knobs
 from experiments.sweep.naming import plain
 from experiments.tracking import MlflowRunLogger, Terminated
 from experiments.verl.config import (
@@ -110,7 +111,8 @@ def verl_config(cfg: DictConfig) -> VerlRunConfig:
             f"got size {size!r}"
         )
     defaults = RLVRConfig()
-    changed = [k for k in LOCAL_ONLY if plain(cfg[k]) != getattr(defaults, k)]
+    value = {k: task_knobs(cfg[k]) if k == "task_knobs" else plain(cfg[k]) for k in LOCAL_ONLY}
+    changed = [k for k in LOCAL_ONLY if value[k] != getattr(defaults, k)]
     if changed:
         raise ValueError(
             f"{', '.join(changed)} only apply to backend=local; with backend=verl leave them at their defaults "

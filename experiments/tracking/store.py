@@ -84,6 +84,57 @@ def resolve_tracking_uri(uri: str, base_dir: str | os.PathLike[str]) -> str:
     return prefix + str((Path(base_dir) / path).resolve())
 
 
+_REACHABLE: set[str] = set()  # URIs checked in this process (a sweep plans many jobs against one store)
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming ``tracking.uri``, when the store cannot be used: an HTTP(S) server that does not answer
+    within ``timeout`` seconds or refuses our credentials, or a SQLite file whose directory cannot be written. MLflow's
+    own client would retry for minutes and then raise a long traceback that never names the setting. Any HTTP answer
+    but 401/403 counts as reachable (a proxy in front of MLflow may not serve every path). Other schemes are left to
+    MLflow."""
+    if uri in _REACHABLE:
+        return
+    if is_sqlite_uri(uri):
+        directory = sqlite_path(resolve_tracking_uri(uri, Path.cwd())).parent
+        existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"tracking.uri {uri}: cannot create or write the SQLite store in {directory} "
+                             f"({existing} is not writable); choose a writable path")  # fmt: skip
+    elif uri.startswith(("http://", "https://")):
+        _check_http(uri, timeout)
+    _REACHABLE.add(uri)
+
+
+def _check_http(uri: str, timeout: float) -> None:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise ValueError(
+                f"tracking.uri {uri} refused our credentials (HTTP {e.code}): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
+            ) from None
+        return  # the server answers
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ValueError(
+            f"tracking.uri {uri} does not answer within {timeout:.0f} s ({reason}): start the MLflow server, or set "
+            "tracking.uri to one that runs (tracking=sqlite needs no server)"
+        ) from None
+
+
 def sqlite_path(uri: str) -> Path:
     """The database file of an absolute ``sqlite:////...`` URI."""
     return Path(uri[len("sqlite:///") :])
