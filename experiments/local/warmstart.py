@@ -115,16 +115,33 @@ def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progre
     """Path of the warm-started policy directory, training it first unless cached."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "warmstart" / f"{cfg.size}-{cfg.task}-{cfg.key}"
-    if (path / "config.json").exists() and (path / "DONE").exists():
+    if _cached(path):
         log.info("warm start cached at %s", path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Jobs of one sweep share warm starts: the first trains it, the others wait for it instead of training it too.
     with FileLock(str(path) + ".lock"):
-        if (path / "config.json").exists() and (path / "DONE").exists():
+        if _cached(path):
             log.info("warm start cached at %s (trained by another job)", path)
             return path
         return _train_and_save(cfg, path, progress)
+
+
+def _cached(path: Path) -> bool:
+    """A complete cache entry whose weight files are whole; a damaged one (truncated safetensors: disk full, a copy
+    cut short) is reported naming the file and rebuilt by the caller (``_train_and_save`` replaces the entry)."""
+    if not ((path / "config.json").exists() and (path / "DONE").exists()):
+        return False
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):  # reads and checks the header against the file's size
+                pass
+        except Exception as e:  # noqa: BLE001 - any unreadable file means: rebuild
+            log.warning("warm start cache entry %s is damaged (%s: %s); rebuilding it", path, weights, e)
+            return False
+    return True
 
 
 def _train_and_save(cfg: WarmStartConfig, path: Path, progress: bool) -> Path:

@@ -70,3 +70,19 @@ def test_no_readable_checkpoint_restarts_at_step_0_and_code_in_one_is_never_run(
     assert "no readable checkpoint" in caplog.text and "training restarts at step 0" in caplog.text
     assert sorted(resumed.steps) == [0, 1, 2, 3]
     assert jsonl_steps(run_dir) == [0, 1, 2, 3]
+
+
+def test_a_truncated_warm_start_cache_entry_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from experiments.local.policy import load_policy
+    from experiments.local.warmstart import WarmStartConfig, warm_start
+
+    cfg = WarmStartConfig(steps=2, batch_size=4, n_train=200, task_knobs={"max_number": 5, "max_target": 12})
+    path = warm_start(cfg, cache_dir=tmp_path, progress=False)
+    weights = path / "model.safetensors"
+    whole = weights.read_bytes()
+    truncate(weights)
+    with caplog.at_level(logging.WARNING, logger="experiments.local.warmstart"):
+        again = warm_start(cfg, cache_dir=tmp_path, progress=False)
+    assert again == path and f"warm start cache entry {path} is damaged ({weights}" in caplog.text
+    assert weights.read_bytes() == whole  # rebuilt: the same seeded warm start, whole again
+    load_policy(again)
