@@ -16,6 +16,7 @@ mean temperature of the response.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 METHODS = ("math_verify", "boxed")
@@ -35,11 +36,25 @@ def extract_boxed(text: str) -> str | None:
         return None
 
 
+@functools.cache
+def _start_math_verify_worker() -> None:
+    """Start verl's Math-Verify worker process and wait for it, once per process.
+
+    verl's ``compute_score`` scores in a spawned worker with a 30 s timeout that also covers the worker's start-up
+    (a fresh interpreter importing verl, torch and sympy); on a busy machine that alone passes 30 s and the first
+    answer is scored 0 as a timeout. Paying the start-up here leaves the timeout to bound the verification only.
+    """
+    from verl.utils.reward_score import math_verify
+
+    math_verify._get_pool().submit(math_verify._verify_in_subprocess, "\\boxed{1}", "1").result(timeout=600)
+
+
 def verify(solution_str: str, ground_truth: str, method: str = "math_verify") -> float:
     """1.0 if the response's final answer equals ``ground_truth`` under ``method``, else 0.0."""
     if method == "math_verify":
         from verl.utils.reward_score import math_verify
 
+        _start_math_verify_worker()
         return float(math_verify.compute_score(solution_str, ground_truth))
     if method == "boxed":
         from verl.utils.reward_score import math_reward
