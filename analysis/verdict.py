@@ -266,8 +266,9 @@ def to_latex(table: pd.DataFrame) -> str:
 
 
 def _settings_and_conditions(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """Per run: its setting (what varies besides sampler, TIS and seed) and its condition (sampler, plus TIS where
-    TIS varies)."""
+    """Per run: its setting (what varies besides sampler, TIS and seed) and its condition (sampler, plus TIS for a
+    sampler run both with and without it: 'EAD · TIS on', 'EAD · TIS off', but 'fixed 1.0' where only one variant
+    ran, so a baseline keeps its plain name)."""
     from analysis.plots import tis_labels
     from analysis.stats import setting_keys
 
@@ -279,9 +280,8 @@ def _settings_and_conditions(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     )
     condition = runs["condition"].astype(str)
     tis = tis_labels(runs)
-    if tis.nunique() > 1:
-        condition = condition + " · " + tis
-    return setting, condition
+    varies = tis.groupby(condition).transform("nunique") > 1
+    return setting, condition.where(~varies, condition + " · " + tis)
 
 
 def load_values(

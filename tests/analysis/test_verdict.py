@@ -177,3 +177,36 @@ def test_cli_names_a_bad_baseline_and_metric(tmp_path, capsys):
     assert "--baseline 'fixed 0.7' is not a condition" in capsys.readouterr().err
     assert main(["--experiment", "verdict-test", "--tracking-uri", uri, "--metric", "pass16", "--no-log"]) == 2
     assert "metric must look like" in capsys.readouterr().err
+
+
+def test_conditions_name_tis_only_for_a_sampler_run_both_ways():
+    """The reproduction runs EAD with and without TIS and fixed temperatures with TIS only: the EAD conditions say
+    which, the fixed ones keep their plain names (so --baseline "fixed 1.0" still names the baseline); the algorithm
+    is the setting."""
+    from analysis.verdict import _settings_and_conditions
+
+    rows = [
+        ("grpo", "EAD", True),
+        ("grpo", "EAD", False),
+        ("grpo", "fixed 1.0", True),
+        ("grpo", "fixed 0.6", True),
+        ("dapo", "EAD", True),
+        ("dapo", "fixed 1.0", True),
+    ]
+    runs = pd.DataFrame(
+        [
+            {"algorithm.name": a, "condition": c, "tis.enabled": str(t), "tis.level": "token", "seed": s}
+            for a, c, t in rows
+            for s in (0, 1)
+        ]
+    )
+    setting, condition = _settings_and_conditions(runs)
+    got = sorted(set(zip(setting, condition)))
+    assert got == [
+        ("algorithm.name=dapo", "EAD · TIS on"),  # one spelling per sampler and TIS across the experiment
+        ("algorithm.name=dapo", "fixed 1.0"),
+        ("algorithm.name=grpo", "EAD · TIS off"),
+        ("algorithm.name=grpo", "EAD · TIS on"),
+        ("algorithm.name=grpo", "fixed 0.6"),
+        ("algorithm.name=grpo", "fixed 1.0"),
+    ]
