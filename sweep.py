@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 # hydra.searchpath in sweeps/config.yaml finds the Slurm launcher profiles through ${oc.env:EAD_ROOT}.
 os.environ["EAD_ROOT"] = str(ROOT)
 
-from experiments.sweep.jobs import describe, prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
+from experiments.sweep.jobs import describe, preflight, prepare, register_configs, run_job  # noqa: E402 - after EAD_ROOT
 from hydra_plugins.ead_sweeper.ead_sweeper import SweepConfigError  # noqa: E402
 
 register_configs()
@@ -31,6 +31,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     """One job: train (or resume, or skip when finished) and log one MLflow run."""
     try:
         job = prepare(cfg)  # the sweeper validated multirun jobs already; a single run is checked here
+        if cfg.tracking.experiment_id is None:  # not launched by the sweeper (which checked before launching)
+            preflight(cfg)
     except ValueError as e:
         raise SweepConfigError(f"invalid config, nothing run: {e}") from None
     if cfg.dry_run:

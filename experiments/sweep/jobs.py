@@ -235,9 +235,6 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError(f"tracking.uri must be a non-empty MLflow tracking URI, got {uri!r}")
     resolve_tracking_uri(uri, ".")  # checks the sqlite form
-    if cfg.tracking.experiment_id is None:  # planning (or a single run): once per store, before anything runs
-        check_tracking_uri(resolve_tracking_uri(uri, launch_dir()))
-        check_runs_root(cfg.runs_root, launch_dir(), create=not cfg.dry_run)
     if not str(cfg.experiment_name).strip():
         raise ValueError("experiment_name must be a non-empty string")
     if cfg.get("study") is not None:
@@ -256,6 +253,16 @@ def prepare(cfg: DictConfig) -> PreparedJob:
             "the job composed a different config than the sweeper did (config files changed mid-sweep?)"
         )
     return PreparedJob(backend, kind, h, config, str(cfg.experiment_name), name, progress=cfg.progress)
+
+
+def preflight(cfg: DictConfig) -> None:
+    """What a job needs from the world, checked before anything is launched (the sweeper's plan, a single run of
+    sweep.py), each store and directory once per process: the tracking store answers within seconds
+    (``tracking.uri``) and ``runs_root`` is writable. ValueError names the setting. Not part of :func:`prepare`,
+    which only reads the config (it is also what config hashes are computed with)."""
+    base = launch_dir()
+    check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, base))
+    check_runs_root(cfg.runs_root, base, create=not cfg.dry_run)
 
 
 def describe(job: PreparedJob, cfg: DictConfig) -> str:
@@ -293,6 +300,8 @@ def check_runs_root(runs_root: str | Path, base: Path, create: bool = True) -> N
     directory and write a probe file (catches every cause); otherwise (dry runs) check the nearest existing
     directory's permissions only."""
     root = Path(runs_root) if Path(runs_root).is_absolute() else base / runs_root
+    if (root, create) in _WRITABLE:
+        return
     try:
         if create:
             root.mkdir(parents=True, exist_ok=True)
@@ -307,6 +316,10 @@ def check_runs_root(runs_root: str | Path, base: Path, create: bool = True) -> N
             f"runs_root {root} is not writable ({e.strerror or e}): run directories (checkpoints, metrics.jsonl) go "
             "there; set runs_root=<a writable directory>"
         ) from None
+    _WRITABLE.add((root, create))
+
+
+_WRITABLE: set[tuple[Path, bool]] = set()
 
 
 def run_dir_for(runs_root: str | Path, experiment_name: str, config_hash: str, base: Path) -> Path:

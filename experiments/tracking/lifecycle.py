@@ -99,6 +99,8 @@ class RunEndGuard:
 
         def work() -> None:
             try:
+                with contextlib.suppress(Exception):
+                    self.logger.flush(timeout=10)  # deliver the steps held so far first (bounded: we are dying)
                 self.logger.set_tags({"end_reason": reason[:5000], "interruptions": self.interruptions + 1})
                 self.logger.finish(status)
                 done.set()
@@ -370,7 +372,9 @@ class TrackedRun:
             self.latest = self.find()  # again, under the lock: another job may have finished it meanwhile
             run_id, self.attempt, interruptions = self._start(self.latest, force)
             self.run_id = run_id
-            logger = MlflowRunLogger(self.client, run_id)  # calls no store: nothing can fail before the guard
+            # Calls no store (nothing can fail before the guard); delivers steps in the background, holding them
+            # while the store is away (a tracking server restarting), so the job never waits for it.
+            logger = MlflowRunLogger(self.client, run_id, background=True)
             with RunEndGuard(logger, interruptions):  # from here on any failure ends the run FAILED or KILLED
                 logger.set_tags(
                     {**self.tags(), "attempt": self.attempt, "interruptions": interruptions, "end_reason": "running"}

@@ -24,6 +24,7 @@ Only the standard library is imported at module level; ``mlflow`` is imported wh
 
 from __future__ import annotations
 
+import collections
 import functools
 import getpass
 import json
@@ -32,7 +33,9 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -291,13 +294,25 @@ class MlflowRunLogger:
     holds; ``last_logged_step`` is read from the run's metric history when the logger is made, so a job resumed from a
     checkpoint that recomputes a few steps logs each of them once. Tables become JSON artifacts
     ``tables/<name>_step<step>.json``; a table of a step the run already holds is skipped too.
+
+    ``background=True`` (every job, through ``TrackedRun``): steps and tables are delivered by a thread, in order, so
+    training never waits for the store. While the store does not answer (a tracking server restarting or away) the
+    thread holds them and retries, and delivers them when it answers again; the job's ``metrics.jsonl`` has them
+    meanwhile. :meth:`flush` waits for delivery, :meth:`finish` flushes first (up to ``hold_s``). A call the store
+    answers with an error 3 times is an error in the job (raised at its next call), as without the thread.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, *, background: bool = False, hold_s: float = 3600.0) -> None:
         self.client = client
         self.run_id = run_id
         self._last_read = False  # the run's last step is read on first use: making a logger never calls the store
         self._last_step: int | None = None
+        self.background, self.hold_s = background, hold_s
+        self._queue: collections.deque[Callable[[], None]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False  # the thread is delivering the queue's first item
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def _last(self) -> int | None:
@@ -320,6 +335,87 @@ class MlflowRunLogger:
         steps = [m.step for key in run.data.metrics for m in self.client.get_metric_history(self.run_id, key)]
         return max(steps) if steps else None
 
+    # --- delivery ----------------------------------------------------------------------------------------------
+    def _send(self, call: Callable[[], None]) -> None:
+        """Run ``call`` now, or (background) queue it for the delivery thread."""
+        if not self.background:
+            call()
+            return
+        with self._cond:
+            self._raise_error()
+            self._queue.append(call)
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._deliver, name=f"mlflow-{self.run_id[:8]}", daemon=True)
+                self._thread.start()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _deliver(self) -> None:
+        failures, away_since = 0, None
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                call, self._busy = self._queue[0], True
+            try:
+                # Probe first (one cheap GET for a server): a call into a server that is down would sit in MLflow's
+                # own retries (minutes of backoff) and deliver late after the server is back.
+                if not store_answers(self.tracking_uri):
+                    raise ConnectionError("no answer to /health")
+                call()
+            except Exception as e:  # noqa: BLE001 - classified below: store away (hold) or a real error (raise)
+                if not store_answers(self.tracking_uri):
+                    if away_since is None:
+                        away_since = time.monotonic()
+                        log.warning("MLflow store %s does not answer (%s); holding %d record(s) of run %s until it "
+                                    "does (metrics.jsonl has them)", self.tracking_uri, e, len(self._queue),
+                                    self.run_id)  # fmt: skip
+                    time.sleep(1.0)
+                    continue
+                failures += 1
+                if failures < 3:
+                    time.sleep(1.0)
+                    continue
+                with self._cond:
+                    self._error = e
+                    self._queue.clear()  # the run directory keeps them; a re-run backfills
+                    self._busy = False
+                    self._cond.notify_all()
+                failures = 0
+                continue
+            if away_since is not None:
+                log.warning("MLflow store %s answers again after %.0f s: delivering %d held record(s)",
+                            self.tracking_uri, time.monotonic() - away_since, len(self._queue))  # fmt: skip
+                away_since = None
+            failures = 0
+            with self._cond:
+                self._queue.popleft()
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued record is delivered (True) or ``timeout`` s passed (False); raise a delivery
+        error."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue and self._error is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(timeout=left if left is not None else 5.0)
+            self._raise_error()
+        return True
+
+    def pending(self) -> int:
+        """Records queued and not yet delivered."""
+        with self._cond:
+            return len(self._queue)
+
+    # --- the RunLogger interface ---------------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
         """Params are immutable in MLflow: re-logging the same values (a resumed job) is fine, others raise."""
         from mlflow.entities import Param
@@ -341,7 +437,9 @@ class MlflowRunLogger:
             value = float(v.item() if hasattr(v, "item") else v)
             items.append(Metric(mlflow_key(k), value, now, int(step)))
         for i in range(0, len(items), _MAX_BATCH_METRICS):
-            self.client.log_batch(self.run_id, metrics=items[i : i + _MAX_BATCH_METRICS])
+            batch = items[i : i + _MAX_BATCH_METRICS]
+            # Metric objects carry their timestamp: a batch sent again after a lost answer is deduplicated by the store
+            self._send(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch))
         self._last = int(step)
 
     def log_table(self, name: str, rows: list[dict[str, Any]], step: int | None = None) -> None:
@@ -349,7 +447,8 @@ class MlflowRunLogger:
             return
         clean = [{k: json_safe(v) for k, v in r.items()} for r in rows]
         suffix = f"_step{step}" if step is not None else ""
-        self.client.log_text(self.run_id, json.dumps(clean, indent=1), f"tables/{mlflow_key(name)}{suffix}.json")
+        text, path = json.dumps(clean, indent=1), f"tables/{mlflow_key(name)}{suffix}.json"
+        self._send(lambda: self.client.log_text(self.run_id, text, path))
 
     def last_logged_step(self) -> int | None:
         return self._last
@@ -360,7 +459,30 @@ class MlflowRunLogger:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def finish(self, status: str = FINISHED) -> None:
+        """Deliver what is held (up to ``hold_s``), then end the run with ``status``."""
+        if self.background and not self.flush(timeout=self.hold_s):
+            raise RuntimeError(
+                f"MLflow store {self.tracking_uri} did not answer for {self.hold_s:.0f} s; {self.pending()} record(s) "
+                f"of run {self.run_id} undelivered (metrics.jsonl has them: re-running the job backfills them)"
+            )
         self.client.set_terminated(self.run_id, status)
+
+
+def store_answers(uri: str, timeout: float = 3.0) -> bool:
+    """Whether the tracking store at ``uri`` answers at all: for HTTP(S), any HTTP response to ``/health``; other
+    stores (SQLite files) always count as answering (their errors are real errors)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def host() -> str:

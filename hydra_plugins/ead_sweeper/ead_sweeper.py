@@ -46,6 +46,9 @@ class EADSweeperConf:
     _target_: str = "hydra_plugins.ead_sweeper.ead_sweeper.EADSweeper"
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
+    # A union of grids: each entry's params are crossed (on top of `params`) and the grids' jobs concatenated, for a
+    # design that is no cartesian product (EAD with and without TIS, fixed temperatures with TIS only).
+    grids: list[dict[str, str]] | None = None
     poll_s: float = 5.0  # how often submitit jobs are polled (result files, squeue)
     lost_grace_s: float = 60.0  # a job gone from squeue (or a dead local process) this long without a result is lost
 
@@ -98,25 +101,37 @@ class EADSweeper(BasicSweeper):
         self,
         max_batch_size: int | None,
         params: dict[str, str] | None = None,
+        grids: list[dict[str, str]] | None = None,
         poll_s: float = 5.0,
         lost_grace_s: float = 60.0,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self.grids = [dict(g) for g in grids] if grids else None
         self.poll_s = poll_s
         self.lost_grace_s = lost_grace_s
 
     # --- planning -----------------------------------------------------------------------------------------------
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
-        """Every job's override list: ``hydra.sweeper.params`` and the command line, expanded as BasicSweeper does."""
+        """Every job's override list: ``hydra.sweeper.params`` and the command line, expanded as BasicSweeper does;
+        with ``hydra.sweeper.grids``, one such expansion per grid (its params on top of ``params``), concatenated.
+        The command line applies to every grid."""
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        parsed = parser.parse_overrides([*self._parse_config(), *arguments])
-        return [list(job) for job in self.split_arguments(parsed, None)[0]]
+        base = self.params
+        jobs: list[list[str]] = []
+        try:
+            for grid in self.grids or [None]:
+                self.params = base if grid is None else {**(base or {}), **grid}
+                parsed = parser.parse_overrides([*self._parse_config(), *arguments])
+                jobs += [list(job) for job in self.split_arguments(parsed, None)[0]]
+        finally:
+            self.params = base
+        return jobs
 
     def plan(self, arguments: list[str], create_experiments: bool = True) -> list[PlannedJob]:
         """Compose and validate every job; raise SweepConfigError listing all bad jobs. Then mark duplicates and jobs
         that already FINISHED in MLflow (``skip``), creating each experiment once when ``create_experiments``."""
-        from experiments.sweep.jobs import prepare
+        from experiments.sweep.jobs import preflight, prepare
         from experiments.tracking import resolve_tracking_uri
 
         assert self.hydra_context is not None and self.config is not None
@@ -127,6 +142,7 @@ class EADSweeper(BasicSweeper):
             try:
                 pj.cfg = loader.load_sweep_config(self.config, list(pj.overrides))
                 pj.job = prepare(pj.cfg)
+                preflight(pj.cfg)  # the store answers (tracking.uri) and runs_root is writable; once per store/dir
             except Exception as e:  # noqa: BLE001 - Hydra/OmegaConf type errors and ValueErrors alike are reported
                 cause = f"\n    {e.__cause__}" if e.__cause__ is not None and str(e.__cause__) not in str(e) else ""
                 pj.error = f"{type(e).__name__}: {e}{cause}".replace("\n", "\n    ")
@@ -264,7 +280,7 @@ class EADSweeper(BasicSweeper):
 
         from experiments.sweep.jobs import ServeMode
         from experiments.tracking import is_sqlite_uri, sqlite_path
-        from experiments.tracking.server import mlflow_server
+        from experiments.tracking.server import cluster_address, supervised_mlflow_server
 
         in_process = isinstance(self.launcher, BasicLauncher)
         slurm = type(self.launcher).__name__ == "SlurmLauncher"
@@ -274,11 +290,17 @@ class EADSweeper(BasicSweeper):
             wanted = mode == ServeMode.always or (mode == ServeMode.auto and not in_process)
             if pj.uri in served or not wanted or not is_sqlite_uri(pj.uri):
                 continue
-            host = pj.cfg.tracking.server_host or ("0.0.0.0" if slurm else "127.0.0.1")
+            # Slurm: one address compute nodes reach, never 0.0.0.0, and MLflow's basic auth with credentials that
+            # reach the jobs through their environment only (experiments.tracking.server.supervised_mlflow_server).
+            host = pj.cfg.tracking.server_host or (cluster_address() if slurm else "127.0.0.1")
             artifacts = sqlite_path(pj.uri).parent / "mlruns"
-            url, _ = stack.enter_context(
-                mlflow_server(pj.uri, artifacts, host=host, log_path=sweep_dir / "mlflow-server.log")
+            auth = host not in ("127.0.0.1", "localhost", "::1")
+            server = stack.enter_context(
+                supervised_mlflow_server(
+                    pj.uri, artifacts, host=host, auth=auth, log_path=sweep_dir / "mlflow-server.log"
+                )
             )
+            url = server.url
             log.info("mlflow server for %s at %s (log %s)", pj.uri, url, sweep_dir / "mlflow-server.log")
             served[pj.uri] = url
         return served

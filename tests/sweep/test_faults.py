@@ -14,6 +14,11 @@ import pytest
 from tests.sweep.helpers import output, plan, run_sweep
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default store (sqlite:///mlflow.db) and runs/ resolve here
+
+
 def plan_error(overrides: list[str]) -> str:
     """The sweeper's SweepConfigError for ``sweep.py -m OVERRIDES`` (matched by name: Hydra loads the plugin module
     on its own, so its classes are not the ones this module could import)."""
