@@ -14,6 +14,8 @@ from ead_core.schedule import FixedSchedule, Schedule
 from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
 from experiments.local.tasks import Problem, Task
 
+_DECODER_STREAM = {"eval_t1": 0, "eval": 1}  # each decoder's random stream within an evaluation's seed
+
 
 def sample_groups(
     model: PreTrainedModel,
@@ -66,22 +68,34 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, list[dict]]]:
     """Metrics under ``eval/`` (the run's own schedule), ``eval_t1/`` (temperature 1.0, the same decoder for every
     condition) and ``eval_greedy/accuracy``, and two tables: ``entropy_by_position`` of the run's own samples and
-    ``eval_counts`` (per decoder and prompt: correct samples out of n), from which analysis resamples prompts."""
+    ``eval_counts`` (per decoder and prompt: correct samples out of n), from which analysis resamples prompts.
+
+    Each decoder draws from its own generator seeded by (``seed``, decoder), so the common decoder ``eval_t1`` of
+    runs with the same seed and policy draws the same random numbers whatever their own sampler (common random
+    numbers: the paired differences of the verdict carry no sampling noise of their own at step 0). A run whose own
+    schedule is temperature 1.0 scores one set of samples for both ``eval`` and ``eval_t1``."""
     metrics: dict[str, float] = {}
-    g = torch.Generator().manual_seed(seed)
-    conditions = [("eval", schedule)] + ([("eval_t1", FixedSchedule(1.0))] if plain_t1 else [])
+    t1_is_own = isinstance(schedule, FixedSchedule) and schedule.tau == 1.0
+    decoders = ([("eval_t1", FixedSchedule(1.0))] if plain_t1 else []) + [("eval", schedule)]
     table: list[dict] = []
     counts: list[dict] = []
-    for prefix, sched in conditions:
-        chunks = sample_groups(model, tokenizer, problems, k, sched, step, max_new_tokens, g)
-        texts = [t for r in chunks for t in r.texts]
-        correct, answers = score(task, problems, texts, k)
-        metrics.update(k_metrics(correct, answers, k, prefix, seed))
-        counts += [
-            {"decoder": prefix, "prompt": i, "correct": int(c), "n": int(correct.shape[1])}
-            for i, c in enumerate(correct.sum(axis=1))
-        ]
-        metrics[f"{prefix}/response_length"] = float(np.mean([float(r.lengths.mean()) for r in chunks]))
+    for prefix, sched in decoders:
+        if prefix == "eval" and plain_t1 and t1_is_own:
+            metrics.update({"eval/" + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("eval_t1/")})
+            counts += [r | {"decoder": "eval"} for r in counts if r["decoder"] == "eval_t1"]
+        else:
+            g = torch.Generator().manual_seed(
+                int(np.random.default_rng([seed, _DECODER_STREAM[prefix]]).integers(2**62))
+            )
+            chunks = sample_groups(model, tokenizer, problems, k, sched, step, max_new_tokens, g)
+            texts = [t for r in chunks for t in r.texts]
+            correct, answers = score(task, problems, texts, k)
+            metrics.update(k_metrics(correct, answers, k, prefix, seed))
+            counts += [
+                {"decoder": prefix, "prompt": i, "correct": int(c), "n": int(correct.shape[1])}
+                for i, c in enumerate(correct.sum(axis=1))
+            ]
+            metrics[f"{prefix}/response_length"] = float(np.mean([float(r.lengths.mean()) for r in chunks]))
         if prefix == "eval":
             table = entropy_table(model, chunks)
             ent = [row for row in table if row["count"] > 0]
