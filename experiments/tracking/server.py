@@ -254,12 +254,12 @@ def write_auth_config(directory: str | os.PathLike[str], username: str, password
 
 class SupervisedServer:
     """An ``mlflow server`` (:func:`start_mlflow_server`) watched by a thread: every ``interval`` s it checks that the
-    process lives and ``/health`` answers; a dead server, or one that fails ``failures`` checks in a row, is stopped
-    and started again on the same store, artifact root and port (so the URL jobs hold stays valid). Jobs' MLflow
-    clients retry meanwhile and deliver what they hold once it answers. ``restarts`` counts the restarts."""
+    process lives and ``/health`` answers; a dead server, or one that fails ``failures`` checks in a row (5 s each), is
+    stopped and started again on the same store, artifact root and port (so the URL jobs hold stays valid). Jobs'
+    loggers hold their steps meanwhile and deliver them once it answers. ``restarts`` counts the restarts."""
 
     def __init__(self, start: Any, url: str, process: subprocess.Popen[bytes], health_url: str,
-                 interval: float = 1.0, failures: int = 3) -> None:  # fmt: skip
+                 interval: float = 1.0, failures: int = 5) -> None:  # fmt: skip
         self._start, self.url, self.process, self._health_url = start, url, process, health_url
         self.interval, self.failures, self.restarts = interval, failures, 0
         self._stopping = threading.Event()
@@ -270,7 +270,8 @@ class SupervisedServer:
         bad = 0
         while not self._stopping.wait(self.interval):
             alive = self.process.poll() is None
-            if alive and _health_ok(self._health_url, timeout=min(5.0, 2 * self.interval + 1)):
+            # A live server gets ``failures`` checks of 5 s each: one busy with many writers is slow, not dead.
+            if alive and _health_ok(self._health_url, timeout=5.0):
                 bad = 0
                 continue
             bad += 1
