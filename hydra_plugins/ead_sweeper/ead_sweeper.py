@@ -113,8 +113,9 @@ class EADSweeper(BasicSweeper):
     # --- planning -----------------------------------------------------------------------------------------------
     def job_overrides(self, arguments: list[str]) -> list[list[str]]:
         """Every job's override list: ``hydra.sweeper.params`` and the command line, expanded as BasicSweeper does;
-        with ``hydra.sweeper.grids``, one such expansion per grid (its params on top of ``params``), concatenated.
-        The command line applies to every grid."""
+        with ``hydra.sweeper.grids``, one such expansion per grid (its params on top of ``params``), concatenated and
+        ordered with ``params`` outermost (all of seed 0's jobs first, then seed 1's...), so a sweep stopped early
+        leaves complete seeds behind. The command line applies to every grid."""
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         base = self.params
@@ -126,6 +127,15 @@ class EADSweeper(BasicSweeper):
                 jobs += [list(job) for job in self.split_arguments(parsed, None)[0]]
         finally:
             self.params = base
+        if self.grids and base:
+            outer_keys = [k.lstrip("+~") for k in base]
+            first_seen: dict[tuple[str, ...], int] = {}
+
+            def outer(job: list[str]) -> int:
+                values = dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o)
+                return first_seen.setdefault(tuple(values.get(k, "") for k in outer_keys), len(first_seen))
+
+            jobs = sorted(jobs, key=outer)  # stable: grid order within one combination of the outer params
         return jobs
 
     def plan(self, arguments: list[str], create_experiments: bool = True) -> list[PlannedJob]:
@@ -215,6 +225,15 @@ class EADSweeper(BasicSweeper):
                 _user_overrides(pj.overrides),
                 what,
             )
+        todo = [pj.job for pj in jobs if pj.skip is None]
+        local = [job.config for job in todo if (job.backend, job.kind) == ("local", "train")]
+        if local:
+            import os
+
+            from experiments.sweep.projection import format_projection, project
+
+            cores = os.cpu_count() or 1
+            log.info(format_projection(*project(local, parallel=cores), parallel=cores))
 
     # --- launching ----------------------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:

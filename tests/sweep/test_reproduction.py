@@ -1,0 +1,87 @@
+"""The testbed presets: `experiment=reproduction` (a union of grids, seeds outermost, with a projected time) and the
+main command's reduced `experiment=default`; the projection's cost model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from experiments.local.config import RLVRConfig
+from experiments.sweep.projection import job_cost, project
+from tests.sweep.helpers import plan
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EAD_CACHE", str(tmp_path / "cache"))  # no warm start cached: the projection counts them
+
+
+def _cell(c: RLVRConfig) -> tuple:
+    label = "EAD" if c.sampling.kind == "ead" else f"fixed {c.sampling.tau}"
+    return (c.algorithm.name, label, c.tis.enabled)
+
+
+def test_reproduction_is_the_union_of_its_grids_seed_by_seed() -> None:
+    jobs = plan(["experiment=reproduction"])
+    configs = [j.job.config for j in jobs]
+    cells = [_cell(c) for c in configs]
+    expected = [
+        ("grpo", "EAD", True),
+        ("grpo", "EAD", False),
+        ("grpo", "fixed 0.6", True),
+        ("grpo", "fixed 1.0", True),
+        ("grpo", "fixed 1.2", True),
+        ("dapo", "EAD", True),
+        ("dapo", "fixed 1.0", True),
+    ]
+    # seeds outermost: a sweep stopped after 7 k jobs leaves k complete seeds
+    assert cells == expected * 5
+    assert [c.seed for c in configs] == [s for s in range(5) for _ in expected]
+    assert len({j.job.config_hash for j in jobs}) == 35 and all(j.skip is None for j in jobs)
+    for c in configs:
+        assert c.task == "countdown_trace" and c.eval_prompts >= 128 and c.warmstart_seed is None
+        if c.sampling.kind == "ead":  # the rescaled schedule of sampling=ead_trace
+            assert (c.sampling.c, c.sampling.d0, c.sampling.d_growth) == (1, 50.0, 10.0)
+
+
+def test_the_command_line_applies_to_every_grid() -> None:
+    jobs = plan(["experiment=reproduction", "seed=7", "steps=3"])
+    assert len(jobs) == 7 and {(j.job.config.seed, j.job.config.steps) for j in jobs} == {(7, 3)}
+
+
+def test_reproduction_projects_within_four_hours_on_two_cores(caplog: pytest.LogCaptureFixture) -> None:
+    """The sweeper prints the projection before launching; the preset is sized to the issue's 4 h on 2 cores."""
+    with caplog.at_level(logging.INFO):
+        jobs = plan(["experiment=reproduction"])
+    configs = [j.job.config for j in jobs]
+    costs, wall = project(configs, parallel=2)
+    assert 2 * 3600 < wall <= 4 * 3600
+    assert sum(c.warm_start > 0 for c in costs) == 5  # one warm start per seed, counted once
+
+
+def test_main_preset_is_three_conditions_by_three_seeds_on_one_warm_start() -> None:
+    configs = [j.job.config for j in plan(["experiment=default"])]
+    assert sorted({_cell(c)[1] for c in configs}) == ["EAD", "fixed 0.6", "fixed 1.0"]
+    assert sorted({c.seed for c in configs}) == [0, 1, 2] and len(configs) == 9
+    assert {c.warmstart().key for c in configs} == {configs[0].warmstart().key}
+    assert {c.task for c in configs} == {"countdown_trace"}
+    costs, _ = project(configs, parallel=2)
+    assert sum(c.warm_start > 0 for c in costs) == 1
+
+
+def test_cost_model_counts_what_a_job_does() -> None:
+    base = RLVRConfig(task="countdown_trace", max_new_tokens=128, steps=10, eval_interval=5, eval_prompts=8)
+    c = job_cost(base, warm_start_needed=False)
+    assert c.warm_start == 0
+    # twice the steps: twice the RL time; twice the rows: twice again
+    assert job_cost(dataclasses.replace(base, steps=20, eval_interval=10), False).train == pytest.approx(2 * c.train)
+    assert job_cost(dataclasses.replace(base, prompts_per_step=32), False).train == pytest.approx(2 * c.train)
+    # evaluations at 0, 5, 10; a temperature-1.0 run samples one decoder instead of two (plus greedy)
+    t1 = dataclasses.replace(base, sampling=dataclasses.replace(base.sampling, kind="fixed", tau=1.0))
+    assert job_cost(t1, False).evaluation == pytest.approx(c.evaluation * 17 / 33)
+    assert job_cost(dataclasses.replace(base, size="small"), False).train == pytest.approx(4.9 * c.train)
+    assert job_cost(base, warm_start_needed=True).warm_start > 0
