@@ -93,11 +93,25 @@ _REACHABLE: set[str] = set()  # URIs checked in this process (a sweep plans many
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, naming ``tracking.uri``, when the store cannot be used: an HTTP(S) server that does not answer
     within ``timeout`` seconds or refuses our credentials, or a SQLite file whose directory cannot be written. MLflow's
-    own client would retry for minutes and then raise a long traceback that never names the setting. Any HTTP answer
-    but 401/403 counts as reachable (a proxy in front of MLflow may not serve every path). Other schemes are left to
-    MLflow."""
+    own client would retry for minutes and then raise a long traceback that never names the setting. The server must
+    answer MLflow's experiment search (what every job calls first) with 200. Other schemes are left to MLflow."""
     if uri in _REACHABLE:
         return
+    seen = _UNREACHABLE.get(uri)
+    if seen is not None and time.monotonic() - seen[0] < 60:  # a sweep of many jobs on one dead store waits once
+        raise ValueError(seen[1])
+    try:
+        _check_store(uri, timeout)
+    except ValueError as e:
+        _UNREACHABLE[uri] = (time.monotonic(), str(e))
+        raise
+    _REACHABLE.add(uri)
+
+
+_UNREACHABLE: dict[str, tuple[float, str]] = {}
+
+
+def _check_store(uri: str, timeout: float) -> None:
     if is_sqlite_uri(uri):
         directory = sqlite_path(resolve_tracking_uri(uri, Path.cwd())).parent
         existing = next((p for p in (directory, *directory.parents) if p.exists()), directory)
@@ -106,7 +120,6 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                              f"({existing} is not writable); choose a writable path")  # fmt: skip
     elif uri.startswith(("http://", "https://")):
         _check_http(uri, timeout)
-    _REACHABLE.add(uri)
 
 
 def _check_http(uri: str, timeout: float) -> None:
@@ -129,7 +142,10 @@ def _check_http(uri: str, timeout: float) -> None:
                 f"tracking.uri {uri} refused our credentials (HTTP {e.code}): set MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in the environment"
             ) from None
-        return  # the server answers
+        raise ValueError(
+            f"tracking.uri {uri} answers HTTP {e.code} to MLflow's API ({request.full_url}): not an MLflow tracking "
+            "server at this URL, or a failing one"
+        ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise ValueError(

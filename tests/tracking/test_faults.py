@@ -113,3 +113,22 @@ def test_a_sigkilled_attempt_is_counted_in_interruptions(uri: str, tmp_path: Pat
     assert run.info.status == "FINISHED" and run.data.tags["interruptions"] == "1"
     assert [m.step for m in make_client(uri).get_metric_history(t.run_id, "x")] == [0, 1, 2]
     assert os.path.exists(run_dir / ".lock")
+
+
+def test_a_tracking_uri_that_is_not_an_mlflow_server_is_named(tmp_path: Path) -> None:
+    """Something answers at the URL, but not MLflow (a web server, a proxy without the path): named at once."""
+    import functools
+    import http.server
+    import threading
+
+    from experiments.tracking.store import check_tracking_uri
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{web.server_address[1]}"
+        with pytest.raises(ValueError, match=rf"tracking.uri {uri} answers HTTP 404 to MLflow's API"):
+            check_tracking_uri(uri)
+        web.shutdown()
+    with pytest.raises(ValueError, match=rf"tracking.uri {uri} answers HTTP 404"):  # remembered for the sweep's plan
+        check_tracking_uri(uri)
