@@ -78,7 +78,7 @@ def test_killed_job_resumes_into_the_same_run_with_each_step_once(tiny_policy_di
     assert f"continuing MLflow run {run_id} (KILLED), attempt 3" in result.stdout + result.stderr
     [run] = runs_of(uri, "smoke")
     assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    assert (run.data.tags["attempt"], run.data.tags["interruptions"]) == ("3", "1")
+    assert (run.data.tags["attempt"], run.data.tags["interruptions"]) == ("3", "2")  # SIGKILL and SIGTERM
     assert run.data.tags["end_reason"] == "completed"
     assert steps(uri, run_id, "train/reward_mean") == list(range(STEPS))
     assert steps(uri, run_id, "eval/pass_at_2") == [0, STEPS]
