@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The main command (README "Main command"): on a fresh machine, install the main environment, run the default small
-# sweep locally (EAD vs fixed temperature 1.0, 2 seeds, tiny countdown policy; sweeps/experiment/default.yaml), run the
-# entropy-by-position, position-branching and effective-schedule studies into the same MLflow experiment, regenerate
-# every figure and table those runs support (python -m analysis.figures), and say where everything is.
+# The main command (README "Main command"): on a fresh machine, install the main environment, run the reduced testbed
+# sweep locally (sweeps/experiment/default.yaml: EAD vs fixed temperatures 1.0 and 0.6, 3 seeds, countdown_trace,
+# one shared warm start), the entropy-by-position, position-branching and effective-schedule studies into the same
+# MLflow experiment, regenerate every figure and table those runs support (python -m analysis.figures), and end with
+# the verdict: does each condition beat fixed 1.0 (python -m analysis.verdict)?
 #
 #   bash scripts/main.sh                                  # as documented
-#   bash scripts/main.sh hydra/launcher=submitit_local    # extra arguments go to sweep.py (Hydra overrides)
+#   bash scripts/main.sh hydra/launcher=submitit_local    # extra arguments go to the training sweep (Hydra overrides)
 #
 # Idempotent: finished runs are skipped (by config hash), interrupted ones resume from their checkpoints.
 # Outputs (all git-ignored): mlflow.db + mlruns/ (tracking), runs/default/<hash>/ (checkpoints, JSONL logs),
-# multirun/ (Hydra job dirs and logs), outputs/figures/default/ (figures as PNG + PDF, tables as Markdown + LaTeX).
+# multirun/ (Hydra job dirs and logs), outputs/figures/default/ (figures as PNG + PDF, tables as Markdown + LaTeX),
+# outputs/verdict/default/ (verdict.md / .tex / .csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,15 +21,25 @@ bash scripts/install.sh main
 echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
 .venv/bin/python sweep.py -m experiment=default "$@"
 
-echo "== studies: .venv/bin/python sweep.py -m study=entropy,branching,schedule sampling=fixed_1.0,ead experiment_name=default"
-.venv/bin/python sweep.py -m study=entropy,branching,schedule sampling=fixed_1.0,ead experiment_name=default
+# The studies on the warm start every run starts from, with the testbed's task and response length (reduced sizes).
+STUDY=(task=countdown_trace max_new_tokens=128 sft_steps=300 experiment_name=default "sampling=fixed_1.0,ead_trace")
+for study in entropy branching; do
+  echo "== study: .venv/bin/python sweep.py -m study=$study ${STUDY[*]} study.prompts=16"
+  .venv/bin/python sweep.py -m "study=$study" "${STUDY[@]}" study.prompts=16
+done
+echo "== study: .venv/bin/python sweep.py study=schedule experiment_name=default"
+.venv/bin/python sweep.py study=schedule experiment_name=default
 
 echo "== figures: .venv/bin/python -m analysis.figures --experiment default --out outputs/figures/default"
 .venv/bin/python -m analysis.figures --experiment default --out outputs/figures/default
 
+echo "== verdict: .venv/bin/python -m analysis.verdict --experiment default --baseline 'fixed 1.0'"
+.venv/bin/python -m analysis.verdict --experiment default --baseline "fixed 1.0"
+
 cat <<MSG
 
 Done.
+  verdict:  $ROOT/outputs/verdict/default/   (verdict.md / .tex / .csv; printed above; also logged to MLflow)
   figures:  $ROOT/outputs/figures/default/   (*.png, *.pdf, final_metrics.md / .tex; also logged to MLflow)
   runs:     $ROOT/runs/default/<config hash>/   (metrics.jsonl, tables/, checkpoint.pt, policy/)
   MLflow:   $ROOT/mlflow.db
@@ -35,5 +47,5 @@ Browse the runs in the MLflow UI:
   $ROOT/.venv/bin/mlflow ui --backend-store-uri sqlite:///$ROOT/mlflow.db --host 127.0.0.1 --port 5000
   then open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
   (MLflow 3.17 opens in its GenAI view, an empty traces dashboard, until "Model training" is picked at the top left;
-  this address picks it. Experiment "default": compare runs, metrics eval/pass_at_16, eval/worst_at_16.)
+  this address picks it. Experiment "default": compare runs, metrics eval_t1/pass_at_16, eval_t1/worst_at_16.)
 MSG
