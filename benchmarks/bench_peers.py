@@ -10,10 +10,14 @@ both alike. Medians over iterations (the first ones are warm-up and dropped). Pr
 iteration and what it spends in generation and in the update, and the ratio ours / TRL (target <= 0.6 at 16 tokens,
 <= 0.5 at the trace length).
 
-    .venv/bin/python benchmarks/bench_peers.py [--tokens 16] [--iterations 8] [--load 0]
+    .venv/bin/python benchmarks/bench_peers.py [--tokens 16] [--iterations 8] [--load 0] [--threads 1]
+    .venv/bin/python benchmarks/bench_peers.py --preset countdown_trace --iterations 4   # the testbed's traces
 
 ``--load N`` starts N competing processes (a busy numpy matrix loop each) for the whole measurement: the
-"with a competing process" condition. TRL comes from the optional ``bench`` extra (``pip install -e .[bench]``).
+"with a competing process" condition. ``--preset NAME`` takes task, knobs, maximum length and warm-start settings from
+sweeps/task/NAME.yaml. Both sides run in this process with ``--threads`` torch threads and ``OMP_WAIT_POLICY=PASSIVE``
+(set before torch loads unless the environment sets it: a spinning OpenMP runtime collapses on shared cores, see
+benchmarks/bench_contention.py). TRL comes from the optional ``bench`` extra (``pip install -e .[bench]``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads (imports below are lazy)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _burn(stop: Any) -> None:
@@ -40,7 +47,9 @@ def _burn(stop: Any) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=16, help="maximum response length")
+    ap.add_argument("--tokens", type=int, default=None, help="maximum response length (default: 16 or the preset's)")
+    ap.add_argument("--preset", default=None, help="a task preset of sweeps/task/ (e.g. countdown_trace)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides; 0: torch's default)")
     ap.add_argument("--prompts", type=int, default=16, help="prompts per iteration")
     ap.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt")
     ap.add_argument("--opt-steps", type=int, default=4, help="optimizer steps per generation")
@@ -49,8 +58,23 @@ def main() -> None:
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--load", type=int, default=0, help="competing busy processes during the measurement")
     args = ap.parse_args()
+    preset: dict[str, Any] = {}
+    if args.preset is not None:
+        import yaml
+
+        path = ROOT / "sweeps" / "task" / f"{args.preset}.yaml"
+        if not path.exists():
+            raise SystemExit(f"--preset must name a file of sweeps/task/, got {args.preset!r}")
+        keys = ("task", "task_knobs", "max_new_tokens", "sft_steps", "sft_lr")
+        preset = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k in keys}
+    if args.tokens is None:
+        args.tokens = int(preset.get("max_new_tokens", 16))
+    load_start = os.getloadavg()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -68,6 +92,7 @@ def main() -> None:
     cfg = from_dict(
         {
             "task": args.task,
+            **preset,
             "size": args.size,
             "prompts_per_step": args.prompts,
             "rollouts_per_prompt": args.rollouts,
@@ -81,7 +106,7 @@ def main() -> None:
     ).validate()
     policy_dir = str(warm_start(cfg.warmstart()))
     task = make_task(cfg.task, **cfg.task_knobs)
-    problems = task.problems("train", 2000, seed=0)
+    problems = task.problems("train", 2000, seed=0)  # TRL's dataset; ours draws from its own train pool
     by_prompt = {p.prompt: p for p in problems}
 
     def reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
@@ -127,7 +152,7 @@ def main() -> None:
 
     trainer._generate_and_score_completions = timed  # type: ignore[method-assign]
 
-    record: dict[str, list[float]] = {"trl": [], "trl_gen": [], "ours": [], "ours_gen": []}
+    record: dict[str, list[float]] = {"trl": [], "trl_gen": [], "ours": [], "ours_gen": [], "ours_len": []}
 
     class Interleave(TrainerCallback):
         def __init__(self) -> None:
@@ -148,6 +173,7 @@ def main() -> None:
             m = ours.train_step(self.step)
             record["ours"].append(time.perf_counter() - t0)
             record["ours_gen"].append(float(m["train/response_length"]) * rows / float(m["perf/tokens_per_s"]))
+            record["ours_len"].append(float(m["train/response_length"]))
             self.step += 1
             self.t0 = None
 
@@ -166,12 +192,16 @@ def main() -> None:
     def med(xs: list[float]) -> float:
         return statistics.median(xs[2:]) if len(xs) > 2 else statistics.median(xs)
 
-    load = os.getloadavg()[0]
+    load = os.getloadavg()
     print(
-        f"torch {torch.__version__} threads {torch.get_num_threads()}; {args.size} policy, {args.task}, "
+        f"torch {torch.__version__} threads {torch.get_num_threads()} OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; {args.size} policy, {cfg.task}, "
         f"{args.prompts}x{args.rollouts} rows, {args.tokens} tokens, {args.opt_steps} optimizer steps per generation; "
-        f"{len(record['trl']) - 2} measured iterations per side; competing processes {args.load}; load avg {load:.2f}"
+        f"{len(record['trl']) - 2} measured iterations per side; competing processes {args.load}; "
+        f"load avg (1 min) at start {load_start[0]:.2f}, at end {load[0]:.2f} on {os.cpu_count()} cores"
     )
+    lengths = record["ours_len"][2:] or record["ours_len"]
+    print(f"  mean response length (ours) {statistics.mean(lengths):.1f} tokens")
     trl_it, ours_it = med(record["trl"]), med(record["ours"])
     trl_gen, ours_gen = med(record["trl_gen"]), med(record["ours_gen"])
     for name, it, gen in (("TRL GRPOTrainer", trl_it, trl_gen), ("ours", ours_it, ours_gen)):

@@ -5,17 +5,22 @@ Prints three ratios:
   2. our KV-cache sampler vs plain transformers ``generate`` at fixed temperature (target >= 1.0);
   3. seconds per RL step of the default config and the projected wall time of a default 100-step
      run (target <= 5 minutes on 2 cores), excluding the one-off cached warm start.
-Conditions alternate (A B A B ...) so background load hits them alike; medians are reported.
+Conditions alternate (A B A B ...) so background load hits them alike; medians are reported. The EOS logit is set to
+-inf (a hook on the LM head, the same in every condition) so that every condition decodes exactly rows x tokens
+tokens: the sampler drops finished rows from its batch, so responses of different lengths would be different work.
 
-    .venv/bin/python benchmarks/bench_rollout.py [--repeats 7] [--rows 64] [--rl-steps 5]
+    .venv/bin/python benchmarks/bench_rollout.py [--repeats 7] [--rows 64] [--rl-steps 5] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by OpenMP when torch loads (see bench_contention.py)
 
 import torch
 
@@ -34,13 +39,17 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--rl-steps", type=int, default=5)
     ap.add_argument("--size", default="tiny")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
 
     model, tok = build_policy(args.size, seed=0)
     model.eval()
-    # A random policy rarely emits EOS early; force full-length responses so every condition decodes
-    # exactly rows x tokens tokens.
+    # Full-length responses in every condition: EOS never sampled (same hook for all, so the same work).
     model.config.eos_token_id = None
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, torch.tensor([tok.eos_token_id]), -1e9))
     prompts = [p.prompt for p in make_task("countdown").problems("train", args.rows, seed=0)]
     ead, fixed = EADSchedule.preset("paper", c=1, d0=8), FixedSchedule(1.0)
     ids, mask = encode_prompts(tok, prompts)
@@ -75,8 +84,9 @@ def main() -> None:
     tps = {k: args.rows * args.tokens / statistics.median(v) for k, v in times.items()}
 
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, model {args.size}, "
-        f"{args.rows} rows x {args.tokens} tokens, median of {args.repeats}"
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, model {args.size}, {args.rows} rows x {args.tokens} tokens, "
+        f"median of {args.repeats}; load avg (1 min) at start {load_start[0]:.2f}, now {os.getloadavg()[0]:.2f}"
     )
     for k, v in tps.items():
         print(f"  {k:20s} {v:10.0f} tokens/s")

@@ -141,7 +141,7 @@ class RLVRConfig:
     eval_k: int = field(default=16, metadata=_h("samples per eval prompt (Pass@k, Worst@k)"))
     ckpt_interval: int = field(default=5, metadata=_h("checkpoint every this many steps (and at the end)"))
     seed: int = field(default=0, metadata=_h("seed of the run (rollouts, prompt order, warm start)"))
-    threads: int = field(default=0, metadata=_h("torch CPU threads (0: leave torch's default)"))
+    threads: int = field(default=0, metadata=_h("torch threads (0: 1, torch's default if OMP_WAIT_POLICY=PASSIVE)"))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tis: TISConfig = field(default_factory=TISConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

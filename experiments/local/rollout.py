@@ -174,20 +174,30 @@ def sequence_logprobs(
     schedule's ``row_temperatures``); None: temperature 1.0, the target policy. Entropy (of the temperature-1
     policy) is returned when ``with_entropy``.
     Positions outside the response mask are 0.
+    Only the columns that matter run through the model: leading columns that are padding in every row and response
+    columns after the last live token (the result is padded back to the rollout's width with zeros).
     """
-    p = rollout.prompt_ids.shape[1]
-    r = rollout.response_ids.shape[1]
-    ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
-    attn = torch.cat([rollout.prompt_mask, torch.ones_like(rollout.response_ids)], dim=1)
+    mask, full = rollout.response_mask, rollout.response_ids.shape[1]
+    live = mask.any(dim=0).nonzero()
+    r = int(live[-1]) + 1 if len(live) else min(1, full)
+    lead = int(rollout.prompt_mask.any(dim=0).int().argmax())  # first column holding a prompt token in some row
+    p = rollout.prompt_ids.shape[1] - lead
+    resp, mask = rollout.response_ids[:, :r], mask[:, :r]
+    ids = torch.cat([rollout.prompt_ids[:, lead:], resp], dim=1)
+    attn = torch.cat([rollout.prompt_mask[:, lead:], torch.ones_like(resp)], dim=1)
     with eval_mode(model):
         logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
     logits = logits[:, p - 1 : p + r - 1, :].float()
-    entropy = token_entropy(logits, rollout.response_mask) if with_entropy else None
+    entropy = token_entropy(logits, mask) if with_entropy else None
     if temperatures is not None:
         tau = temperatures.to(logits.dtype)
-        logits = logits / (tau[None, :, None] if tau.dim() == 1 else tau[:, :, None])
-    logp = torch.log_softmax(logits, dim=-1).gather(2, rollout.response_ids[:, :, None]).squeeze(2)
-    return logp * rollout.response_mask, entropy
+        logits = logits / (tau[None, :r, None] if tau.dim() == 1 else tau[:, :r, None])
+    logp = torch.log_softmax(logits, dim=-1).gather(2, resp[:, :, None]).squeeze(2) * mask
+    if r < full:
+        pad = (0, full - r)
+        logp = torch.nn.functional.pad(logp, pad)
+        entropy = None if entropy is None else torch.nn.functional.pad(entropy, pad)
+    return logp, entropy
 
 
 def group_prompts(prompts: list[str], n: int) -> tuple[list[str], np.ndarray]:

@@ -336,8 +336,10 @@ def run(
 
         log.info("run %s already finished (%s)", cfg.hash, done)
         return json.loads(done.read_text())
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # threads=0 (auto): one thread unless OpenMP sleeps while it waits (OMP_WAIT_POLICY=PASSIVE, set before torch
+    # loads); several threads of a spinning runtime collapse when the cores are shared (benchmarks/bench_contention.py)
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    torch.set_num_threads(cfg.threads or (torch.get_num_threads() if passive else 1))
     jsonl = JsonlLogger(run_dir)
     lg: RunLogger = MultiLogger(jsonl, logger) if logger is not None else jsonl
     lg.log_params(flat_params(cfg) | {"config_hash": cfg.hash})

@@ -83,6 +83,26 @@ def test_greedy_matches_hf_generate(policy):
     assert r.texts == hf_texts
 
 
+def test_repeated_prompts_in_any_order_and_early_ends(policy):
+    """Rows that repeat a prompt share one prefill (its KV cache copied to them) and rows leave the decode batch when
+    they end: with repeats out of order, greedy decoding equals HF generate row by row and the sampled behaviour
+    log-probs still equal a recomputation."""
+    model, tok = policy
+    rows = [PROMPTS[i] for i in (2, 0, 2, 1, 0, 0, 1, 2)]
+    ids, mask = encode_prompts(tok, rows)
+    greedy = sample(model, tok, rows, FixedSchedule(1.0), 0, 12, greedy=True)
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=12,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    assert greedy.texts == tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+    s = EADSchedule.preset("paper", c=1, d0=8)
+    r = sample(model, tok, rows * 4, s, 2, 12, torch.Generator().manual_seed(3))
+    lengths = r.response_mask.sum(dim=1)
+    assert r.ended.any() and lengths.min() < lengths.max()  # rows ended at different steps (the batch shrank)
+    with torch.no_grad():
+        recomputed, _ = sequence_logprobs(model, r, temperatures=r.temperatures)
+    torch.testing.assert_close(r.behavior_logprobs, recomputed, atol=2e-5, rtol=1e-5)
+
+
 def test_hf_processor_scales_scores_by_position():
     model, tok = build_policy("tiny", seed=0)
     s = EADSchedule.preset("paper", c=1, d0=4)
