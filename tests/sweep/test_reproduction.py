@@ -85,3 +85,10 @@ def test_cost_model_counts_what_a_job_does() -> None:
     assert job_cost(t1, False).evaluation == pytest.approx(c.evaluation * 17 / 33)
     assert job_cost(dataclasses.replace(base, size="small"), False).train == pytest.approx(4.9 * c.train)
     assert job_cost(base, warm_start_needed=True).warm_start > 0
+
+
+def test_late_decision_crosses_the_decision_with_ead_and_fixed() -> None:
+    configs = [j.job.config for j in plan(["experiment=late_decision"])]
+    cells = {(c.task_knobs["decision"], _cell(c)[1], c.seed) for c in configs}
+    assert cells == {(d, s, seed) for d in ("early", "late") for s in ("EAD", "fixed 1.0") for seed in range(3)}
+    assert {c.max_new_tokens for c in configs if c.task_knobs["decision"] == "late"} == {192}
