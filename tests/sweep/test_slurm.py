@@ -6,6 +6,7 @@ packages of Slurm cannot be installed (the ``slurm_cluster`` fixture says why)."
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import time
@@ -59,6 +60,7 @@ def preempted_sweep(
             return None
 
         run = wait_for(ead_run_going, 400, "the EAD job to log 3 steps", interval=0.2)
+        info["unauthenticated"] = _unauthenticated_status(log.read_text())
         info["run_id"], info["job_id"] = run["run_id"], run["tags"]["slurm_job_id"]
         info["steps_before"] = jsonl_steps(Path(run["tags"]["run_dir"]))
         assert info["steps_before"] < STEPS, "the job finished before it could be preempted"
@@ -76,6 +78,40 @@ def preempted_sweep(
             subprocess.run(["scancel", "--name=sweep"], check=False, capture_output=True)
     info["output"] = log.read_text()
     return info
+
+
+def _unauthenticated_status(output: str) -> tuple[str, int]:
+    """(URL, HTTP status) of a request without credentials to the sweep's server, as anyone on the network would."""
+    import urllib.error
+    import urllib.request
+
+    match = re.search(r"mlflow server for \S+ at (http://\S+) ", output)
+    assert match, output[-3000:]
+    url = match[1]
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10) as r:
+            return url, int(r.status)
+    except urllib.error.HTTPError as e:
+        return url, int(e.code)
+
+
+@pytest.mark.timeout(900)
+def test_the_sweeps_server_binds_one_address_and_refuses_requests_without_credentials(
+    preempted_sweep: dict[str, Any],
+) -> None:
+    info = preempted_sweep
+    url, status = info["unauthenticated"]
+    assert status == 401, url  # the jobs, with the sweep's credentials in their environment, logged (tests below)
+    assert not url.startswith(("http://0.0.0.0", "http://127.")), url
+    (ini,) = Path(info["cwd"]).rglob("mlflow-auth.ini")
+    password = re.search(r"admin_password = (\S+)", ini.read_text())[1]
+    assert oct(ini.stat().st_mode & 0o777) == "0o600"
+    # Nowhere else: the sweep's output, Hydra's saved configs, submitit's logs and pickles, MLflow params and tags.
+    files = [p for p in Path(info["cwd"]).rglob("*") if p.is_file() and p != ini]
+    leaked = [p for p in files if password.encode() in p.read_bytes()]
+    assert leaked == [] and password not in info["output"]
+    for run in runs_of(info["uri"], "smoke"):
+        assert password not in repr(run.data.params) + repr(run.data.tags)
 
 
 @pytest.mark.timeout(900)
