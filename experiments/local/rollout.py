@@ -35,6 +35,10 @@ class Rollout:
     ended: torch.Tensor  # (B,) bool: stopped by EOS (not by the length limit)
     texts: list[str]  # decoded responses without special tokens
     row_temperatures: torch.Tensor | None = None  # (B, R) tau of every sampled token (None in hand-built subsets)
+    # From the sampler's own logits, 0 outside the mask (None in hand-built subsets): the log-prob of each sampled token
+    # at temperature 1 (pi_old while the model is unchanged) and the entropy of the temperature-1 policy there.
+    target_logprobs: torch.Tensor | None = None  # (B, R)
+    entropy: torch.Tensor | None = None  # (B, R)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -100,6 +104,7 @@ def sample(
         taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
     out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
     out_lp = torch.zeros(b, max_new_tokens)
+    out_t1, out_ent = torch.zeros(b, max_new_tokens), torch.zeros(b, max_new_tokens)
     out_mask = torch.zeros(b, max_new_tokens)
     first_row: dict[str, int] = {}  # each distinct prompt -> its first row
     for i, q in enumerate(prompts):
@@ -133,6 +138,9 @@ def sample(
                 tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
             out_ids[rows, t] = tok
             out_lp[rows, t] = logp.gather(1, tok[:, None]).squeeze(1)
+            logp1 = logp if isinstance(tau, float) and tau == 1.0 else torch.log_softmax(z, dim=-1)
+            out_t1[rows, t] = logp1.gather(1, tok[:, None]).squeeze(1)
+            out_ent[rows, t] = token_entropy(z)
             out_mask[rows, t] = 1.0
             if t == max_new_tokens - 1:
                 break
@@ -159,7 +167,7 @@ def sample(
         taus = torch.where(live > 0, (row_taus * out_mask).sum(dim=0) / live.clamp(min=1), 1.0)
     else:
         row_taus = taus.expand(b, -1)
-    return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts, row_taus)
+    return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts, row_taus, out_t1, out_ent)
 
 
 def sequence_logprobs(

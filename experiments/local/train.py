@@ -6,14 +6,16 @@ Each step s:
   2. score them with the task's verifier (reward 1/0 on the last response token);
   3. GRPO advantages from verl's registry (every algorithm here is group-relative); DAPO may drop
      groups whose responses are all right or all wrong;
-  4. pi_old log-probs at temperature 1.0 and the TIS weights min(pi_old / mu, cap) from ead_core;
+  4. pi_old log-probs at temperature 1.0 (from the sampler's own logits, the same weights: no second forward pass)
+     and the TIS weights min(pi_old / mu, cap) from ead_core;
   5. verl's policy loss (vanilla for GRPO/DAPO, clip_cov, kl_cov) on mini-batches, AdamW, grad clip.
 Evaluation runs before the update at steps 0, eval_interval, ... and after the last step.
 All randomness of step s derives from (seed, s): explicit generators for sampling and mini-batch order, and the
 global torch RNG (which verl's Clip-Cov loss draws from) re-seeded per step and per phase, so a job resumed from a
 checkpoint recomputes exactly the steps an uninterrupted run would have, and the logger keeps each step once.
 The policy always runs in eval mode (no dropout, whatever an ``init_from`` model's config says): sampling, pi_old,
-the PPO forward passes and evaluation see one deterministic function, so the first mini-batch's ratio is exactly 1.
+the PPO forward passes and evaluation see one deterministic function, so the first mini-batch's ratio is 1 (up to
+float rounding between the cached decoding and the full forward pass, ~1e-6).
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ class Trainer:
     def update(self, step: int, r: Rollout, index: np.ndarray, rewards: torch.Tensor) -> dict[str, float]:
         """Advantages, pi_old, TIS weights and the policy-loss updates for a scored rollout (group ``index`` per row).
 
-        Separate from ``rollout`` so that tests can feed constructed rewards."""
+        Separate from ``rollout`` so that tests can feed constructed rewards. pi_old comes from ``r.target_logprobs``
+        when the rollout carries them (sampled by this model, not updated since), else from a forward pass."""
         cfg, a = self.cfg, self.algo
         mask = r.response_mask
         lengths = mask.sum(dim=1).long()
@@ -215,8 +218,11 @@ class Trainer:
         token_rewards[torch.arange(len(rewards)), (lengths - 1).clamp(min=0)] = rewards
         advantages, _ = self.adv_fn(token_rewards, mask, index, norm_adv_by_std_in_grpo=a.norm_adv_by_std)
 
-        with torch.no_grad():
-            old_lp, entropy = sequence_logprobs(self.model, r, with_entropy=True)
+        if r.target_logprobs is not None and r.entropy is not None:  # the sampler's logits: no second forward pass
+            old_lp, entropy = r.target_logprobs, r.entropy
+        else:
+            with torch.no_grad():
+                old_lp, entropy = sequence_logprobs(self.model, r, with_entropy=True)
         tis_w, tis = truncated_is_weights(old_lp, r.behavior_logprobs, mask, cfg.tis.cap, level=cfg.tis.level)
 
         group_ok = np.ones(len(rewards), dtype=bool)

@@ -37,8 +37,11 @@ def test_behavior_logprobs_equal_recomputation(policy, schedule, step):
     torch.testing.assert_close(r.temperatures, expected_taus)
     with torch.no_grad():
         recomputed, _ = sequence_logprobs(model, r, temperatures=expected_taus)
-        at_t1, _ = sequence_logprobs(model, r)
+        at_t1, entropy = sequence_logprobs(model, r, with_entropy=True)
     torch.testing.assert_close(r.behavior_logprobs, recomputed, atol=2e-5, rtol=1e-5)
+    # pi_old and the entropy the trainer takes from the sampler equal the recomputation at temperature 1
+    torch.testing.assert_close(r.target_logprobs, at_t1, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(r.entropy, entropy, atol=2e-5, rtol=1e-5)
     valid = r.response_mask.bool()
     if not torch.allclose(expected_taus, torch.ones(12)):
         assert (r.behavior_logprobs[valid] - at_t1[valid]).abs().max() > 1e-3  # temperature really applied
