@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -262,7 +261,7 @@ def preflight(cfg: DictConfig) -> None:
     which only reads the config (it is also what config hashes are computed with)."""
     base = launch_dir()
     check_tracking_uri(resolve_tracking_uri(cfg.tracking.uri, base))
-    check_runs_root(cfg.runs_root, base, create=not cfg.dry_run)
+    check_runs_root(cfg.runs_root, base)
 
 
 def describe(job: PreparedJob, cfg: DictConfig) -> str:
@@ -294,32 +293,28 @@ def launch_dir() -> Path:
         return Path.cwd()
 
 
-def check_runs_root(runs_root: str | Path, base: Path, create: bool = True) -> None:
-    """ValueError naming ``runs_root`` when run directories cannot be written there (read-only file system, no
-    permission, a file in the way): found before any job starts rather than by every job. ``create``: make the
-    directory and write a probe file (catches every cause); otherwise (dry runs) check the nearest existing
-    directory's permissions only."""
+def check_runs_root(runs_root: str | Path, base: Path) -> None:
+    """ValueError naming ``runs_root`` when run directories cannot be made there (read-only file system, no
+    permission, a file in the way): found before any job starts rather than by every job. Creates nothing: a
+    temporary file is made and removed in ``runs_root``, or in its nearest existing parent (jobs create the rest)."""
     root = Path(runs_root) if Path(runs_root).is_absolute() else base / runs_root
-    if (root, create) in _WRITABLE:
+    if root in _WRITABLE:
         return
+    existing = next(p for p in (root, *root.parents) if p.exists())
     try:
-        if create:
-            root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=root):
-                pass
-        else:
-            existing = next(p for p in (root, *root.parents) if p.exists())
-            if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-                raise PermissionError(f"{existing} is not a writable directory")
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
     except OSError as e:
         raise ValueError(
             f"runs_root {root} is not writable ({e.strerror or e}): run directories (checkpoints, metrics.jsonl) go "
             "there; set runs_root=<a writable directory>"
         ) from None
-    _WRITABLE.add((root, create))
+    _WRITABLE.add(root)
 
 
-_WRITABLE: set[tuple[Path, bool]] = set()
+_WRITABLE: set[Path] = set()
 
 
 def run_dir_for(runs_root: str | Path, experiment_name: str, config_hash: str, base: Path) -> Path:
