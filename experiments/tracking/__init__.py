@@ -7,7 +7,8 @@ Standard library only at import time; ``mlflow`` is imported where a client is m
 - ``store``: tracking URIs, clients, experiments, run lookup by config hash, ``MlflowRunLogger``.
 - ``lifecycle``: ``TrackedRun``, one tracked run from lookup to end state (find or continue, lock, tags, params,
   backfill, guard, summary), used by every job kind.
-- ``server``: a local ``mlflow server`` in front of a SQLite store.
+- ``server``: a local ``mlflow server`` in front of a SQLite store; a sweep's own one supervised (restarted on the
+  same store and port) and, for other nodes, bound to one address behind MLflow's basic auth.
 
 Importing this package turns MLflow's usage telemetry off for this process and its children
 (``MLFLOW_DISABLE_TELEMETRY=true`` unless the user set it): MLflow reads it once, when ``mlflow`` is imported, and
