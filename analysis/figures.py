@@ -71,6 +71,20 @@ class Report:
         return out
 
 
+def policy_sources(policy: pd.Series, train: pd.DataFrame) -> pd.Series:
+    """Where a study's policy came from: 'warm start' (no policy given), 'trained with <condition>' for the
+    ``policy/`` of a training run of the experiment (matched by the run directory's config hash), else the path."""
+    by_hash = dict(zip(train["config_hash"].astype(str), train["condition"].astype(str))) if len(train) else {}
+
+    def source(path: Any) -> str:
+        if path is None or (isinstance(path, float) and pd.isna(path)) or str(path) in ("", "None"):
+            return "warm start"
+        run_dir = Path(str(path)).parent.name
+        return f"trained with {by_hash[run_dir]}" if run_dir in by_hash else str(path)
+
+    return policy.map(source)
+
+
 def _studies(runs: pd.DataFrame, job: str) -> pd.DataFrame:
     return runs[runs["job"] == job] if "job" in runs else runs.iloc[:0]
 
@@ -103,6 +117,8 @@ def build_figures(
         t = load_tables([], name, runs=sel, client=client, steps=steps)
         if t.empty:
             raise NoData(f"none of the {len(sel)} job={job} run(s) logged table {name!r}")
+        if "policy" in t:
+            t["policy_source"] = policy_sources(t["policy"], train)
         return t
 
     def entropy_training() -> Any:

@@ -300,11 +300,16 @@ def effective_schedule(table: pd.DataFrame, *, width: str = "double") -> Figure:
 
 
 def _series_label(table: pd.DataFrame) -> pd.Series:
-    """What tells study runs apart in a legend: the condition where it varies or is set, else the run name."""
+    """What tells study runs apart in a legend: the condition where it varies or is set (with the policy's source
+    where studies of several policies are drawn: 'EAD · warm start', 'EAD · trained with fixed 1.0'), else the run
+    name."""
     cond = table["condition"].fillna("").astype(str).map(canonical_condition) if "condition" in table else None
-    if cond is not None and (cond != "").all():
-        return cond
-    return table.get("run_name", table["run_id"]).astype(str)
+    if cond is None or not (cond != "").all():
+        return table.get("run_name", table["run_id"]).astype(str)
+    source = table.get("policy_source")
+    if source is not None and source.nunique() > 1:  # studies of the warm start and of trained policies
+        return cond + " · " + source.astype(str)
+    return cond
 
 
 def entropy_by_position(

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main command (README "Main command"): on a fresh machine, install the main environment, run the reduced testbed
 # sweep locally (sweeps/experiment/default.yaml: EAD vs fixed temperatures 1.0 and 0.6, 3 seeds, countdown_trace,
-# one shared warm start), the entropy-by-position, position-branching and effective-schedule studies into the same
-# MLflow experiment, regenerate every figure and table those runs support (python -m analysis.figures), and end with
-# the verdict: does each condition beat fixed 1.0 (python -m analysis.verdict)?
+# one shared warm start), the entropy-by-position and position-branching studies (on the warm start and on the
+# trained seed-0 policies) and the effective-schedule study into the same MLflow experiment, regenerate every figure
+# and table those runs support (python -m analysis.figures), and end with the verdict: does each condition beat
+# fixed 1.0 (python -m analysis.verdict)?
 #
 #   bash scripts/main.sh                                  # as documented
 #   bash scripts/main.sh hydra/launcher=submitit_local    # extra arguments go to the training sweep (Hydra overrides)
@@ -21,12 +22,16 @@ bash scripts/install.sh main
 echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
 .venv/bin/python sweep.py -m experiment=default "$@"
 
-# The studies on the warm start every run starts from, with the testbed's task and response length (reduced sizes).
-STUDY=(task=countdown_trace max_new_tokens=128 sft_steps=300 experiment_name=default "sampling=fixed_1.0,ead_trace")
-for study in entropy branching; do
-  echo "== study: .venv/bin/python sweep.py -m study=$study ${STUDY[*]} study.prompts=16"
-  .venv/bin/python sweep.py -m "study=$study" "${STUDY[@]}" study.prompts=16
-done
+# The studies on the warm start every run starts from and on the trained seed-0 policies (one per condition), with
+# the testbed's task and response length, at reduced sizes.
+TRAINED=$(.venv/bin/python -m analysis.policies --experiment default --seed 0)
+POLICIES="null${TRAINED:+,$TRAINED}"
+STUDY=(task=countdown_trace max_new_tokens=128 sft_steps=300 experiment_name=default "sampling=fixed_1.0,ead_trace"
+       "init_from=$POLICIES")
+echo "== study: .venv/bin/python sweep.py -m study=entropy ${STUDY[*]} study.prompts=16"
+.venv/bin/python sweep.py -m study=entropy "${STUDY[@]}" study.prompts=16
+echo "== study: .venv/bin/python sweep.py -m study=branching ${STUDY[*]} study.prompts=8 study.prefixes=[0,2,8,32]"
+.venv/bin/python sweep.py -m study=branching "${STUDY[@]}" study.prompts=8 "study.prefixes=[0,2,8,32]"
 echo "== study: .venv/bin/python sweep.py study=schedule experiment_name=default"
 .venv/bin/python sweep.py study=schedule experiment_name=default
 
