@@ -19,6 +19,11 @@ ROOT=$PWD
 
 bash scripts/install.sh main
 
+# The jobs run one after the other in this process: let each use every core. OpenMP threads that sleep while they
+# wait (PASSIVE) degrade in proportion when another process shares the cores; spinning ones collapsed 30-100x
+# (benchmarks/bench_contention.py), which is why threads=0 means one thread unless this is set.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
 echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
 .venv/bin/python sweep.py -m experiment=default "$@"
 
