@@ -87,8 +87,32 @@ def test_cost_model_counts_what_a_job_does() -> None:
     assert job_cost(base, warm_start_needed=True).warm_start > 0
 
 
-def test_late_decision_crosses_the_decision_with_ead_and_fixed() -> None:
-    configs = [j.job.config for j in plan(["experiment=late_decision"])]
+def test_decision_position_crosses_the_decision_with_ead_and_fixed() -> None:
+    configs = [j.job.config for j in plan(["experiment=decision_position"])]
     cells = {(c.task_knobs["decision"], _cell(c)[1], c.seed) for c in configs}
     assert cells == {(d, s, seed) for d in ("early", "late") for s in ("EAD", "fixed 1.0") for seed in range(3)}
     assert {c.max_new_tokens for c in configs if c.task_knobs["decision"] == "late"} == {192}
+
+
+BEYOND = ("reverse", "growth_ablation", "cap_ablation", "adaptive", "decision_position")
+
+
+def test_beyond_presets_share_one_experiment_and_their_common_runs() -> None:
+    """The beyond-the-paper presets log to one experiment with the testbed's settings, so EAD and fixed 1.0 at the same
+    seed are one config hash (one run) however many presets include them; the whole set fits in 4 h on 2 cores."""
+    plans = {name: plan([f"experiment={name}"]) for name in BEYOND}
+    configs = {j.job.config_hash: j.job.config for jobs in plans.values() for j in jobs}
+    assert {j.job.experiment_name for jobs in plans.values() for j in jobs} == {"beyond"}
+    ead = [h for jobs in plans.values() for j in jobs for h in [j.job.config_hash] if _cell(j.job.config)[1] == "EAD"]
+    base = {j.job.config_hash for j in plans["reverse"] if _cell(j.job.config)[1] in ("EAD", "fixed 1.0")}
+    for name in BEYOND:  # every preset has the shared EAD-or-baseline runs of seeds 0-2 among its jobs
+        assert base & {j.job.config_hash for j in plans[name]}, name
+    assert len(set(ead)) < len(ead)  # EAD with the default d_growth / d_cap is the same run in several presets
+    assert len(configs) == 33
+    kinds = {c.sampling.kind for c in configs.values()}
+    assert kinds == {"ead", "fixed", "reverse", "entropy_target"}
+    growth = sorted({c.sampling.d_growth for c in configs.values() if c.sampling.kind == "ead"})
+    assert growth == [0.0, 2.0, 10.0, 100.0]
+    assert sorted({c.sampling.d_cap for c in configs.values() if c.sampling.kind == "ead"}) == [50.0, 400.0, 80000.0]
+    _, wall = project(list(configs.values()), parallel=2)
+    assert wall <= 4 * 3600
