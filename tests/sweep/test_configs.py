@@ -24,6 +24,11 @@ EXPECTED_JOBS = {
 }  # fmt: skip
 
 
+# Presets that log into one shared experiment (their common conditions run once); every other preset is its own.
+BEYOND = ("reverse", "growth_ablation", "cap_ablation", "adaptive", "decision_position")
+SHARED_EXPERIMENT = {p: "beyond" for p in BEYOND}
+
+
 @functools.cache
 def preset_plan(preset: str) -> list[Any]:
     """The sweeper's plan of a preset (computed once per test session; nothing in it depends on the directory)."""
@@ -91,7 +96,7 @@ def test_every_job_of_every_preset_composes_and_validates(preset: str) -> None:
     assert all(j.error is None and j.skip is None for j in jobs)
     hashes = [j.job.config_hash for j in jobs]
     assert len(set(hashes)) == len(hashes), "two jobs of a preset share a config (dedup would drop one)"
-    assert {j.job.experiment_name for j in jobs} == {preset}
+    assert {j.job.experiment_name for j in jobs} == {SHARED_EXPERIMENT.get(preset, preset)}
     for j in jobs:
         assert j.job.config.hash == j.job.config_hash
         assert OmegaConf.get_type(j.cfg) is not dict  # typed by the registered schema
