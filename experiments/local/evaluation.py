@@ -17,6 +17,11 @@ from experiments.local.tasks import Problem, Task
 _DECODER_STREAM = {"eval_t1": 0, "eval": 1}  # each decoder's random stream within an evaluation's seed
 
 
+def own_is_common_decoder(schedule: Schedule) -> bool:
+    """A temperature-1.0 run's own sampler is the common decoder ``eval_t1``: its evaluation samples once for both."""
+    return isinstance(schedule, FixedSchedule) and schedule.tau == 1.0
+
+
 def sample_groups(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -75,7 +80,7 @@ def evaluate(
     numbers: the paired differences of the verdict carry no sampling noise of their own at step 0). A run whose own
     schedule is temperature 1.0 scores one set of samples for both ``eval`` and ``eval_t1``."""
     metrics: dict[str, float] = {}
-    t1_is_own = isinstance(schedule, FixedSchedule) and schedule.tau == 1.0
+    t1_is_own = own_is_common_decoder(schedule)
     decoders = ([("eval_t1", FixedSchedule(1.0))] if plain_t1 else []) + [("eval", schedule)]
     table: list[dict] = []
     counts: list[dict] = []

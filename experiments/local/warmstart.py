@@ -111,10 +111,15 @@ def train_sft(cfg: WarmStartConfig, progress: bool = True):
     return model, tok, losses
 
 
+def cache_path(cfg: WarmStartConfig, cache_dir: str | Path | None = None) -> Path:
+    """Where the warm start of ``cfg`` is (or will be) cached: ``<cache>/warmstart/<size>-<task>-<key>``."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "warmstart" / f"{cfg.size}-{cfg.task}-{cfg.key}"
+
+
 def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """Path of the warm-started policy directory, training it first unless cached."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / "warmstart" / f"{cfg.size}-{cfg.task}-{cfg.key}"
+    path = cache_path(cfg, cache_dir)
     if _cached(path):
         log.info("warm start cached at %s", path)
         return path

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from experiments.local.config import RLVRConfig
-from experiments.local.warmstart import WarmStartConfig, default_cache_dir
+from experiments.local.evaluation import own_is_common_decoder
+from experiments.local.warmstart import WarmStartConfig, cache_path
 
 RESPONSE_FILL = 0.56  # mean response length / max_new_tokens at step 0 (countdown_trace 71.5/128, countdown 9/16)
 PROMPT_TOKENS = 20  # a task prompt in characters (= tokens)
@@ -63,18 +64,11 @@ def job_cost(cfg: RLVRConfig, warm_start_needed: bool) -> JobCost:
     tokens = _tokens(cfg)
     rows = cfg.prompts_per_step * cfg.rollouts_per_prompt
     per_step = rows * tokens * (SAMPLE_S_PER_TOKEN + 2 * SCORE_S_PER_TOKEN + cfg.ppo_epochs * TRAIN_S_PER_TOKEN)
-    schedule = cfg.sampling.schedule()
-    own_is_t1 = getattr(schedule, "kind", "") == "fixed" and getattr(schedule, "tau", None) == 1.0
-    decoders = 1 if own_is_t1 else 2
+    decoders = 1 if own_is_common_decoder(cfg.sampling.schedule()) else 2
     evals = len(set(range(0, cfg.steps, cfg.eval_interval)) | {cfg.steps})
     per_eval = cfg.eval_prompts * (decoders * cfg.eval_k + 1) * tokens * SAMPLE_S_PER_TOKEN
     ws = warm_start_seconds(cfg.warmstart(), tokens) if warm_start_needed and cfg.init_from is None else 0.0
     return JobCost(warm_start=ws, train=cfg.steps * per_step * size, evaluation=evals * per_eval * size)
-
-
-def _cached(ws: WarmStartConfig) -> bool:
-    path = default_cache_dir() / "warmstart" / f"{ws.size}-{ws.task}-{ws.key}"
-    return (path / "DONE").exists()
 
 
 def project(configs: Iterable[RLVRConfig], parallel: int = 2) -> tuple[list[JobCost], float]:
@@ -84,7 +78,7 @@ def project(configs: Iterable[RLVRConfig], parallel: int = 2) -> tuple[list[JobC
     costs = []
     for cfg in configs:
         ws = cfg.warmstart()
-        needed = cfg.init_from is None and ws.key not in seen and not _cached(ws)
+        needed = cfg.init_from is None and ws.key not in seen and not (cache_path(ws) / "DONE").exists()
         seen.add(ws.key)
         costs.append(job_cost(cfg, needed))
     if not costs:
