@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from analysis.mlflow_loader import load_runs
-from experiments.tracking import safe_name
+from experiments.sweep.jobs import run_dir_for
 
 
 def trained_policies(
@@ -21,10 +21,9 @@ def trained_policies(
 ) -> dict[str, Path]:
     """{condition: policy directory} of the experiment's finished training runs of ``seed`` that saved a policy."""
     runs = load_runs(experiment, tracking_uri=tracking_uri, jobs=["train"], params={"seed": seed})
-    root = Path(runs_root).resolve() / safe_name(experiment)
     out: dict[str, Path] = {}
     for _, run in runs.sort_values("condition").iterrows():
-        policy = root / str(run["config_hash"]) / "policy"
+        policy = run_dir_for(runs_root, experiment, str(run["config_hash"]), Path.cwd()) / "policy"
         if (policy / "config.json").exists():
             out.setdefault(str(run["condition"]), policy)
     return out
