@@ -14,7 +14,7 @@ from tests.skip_policy import ALLOWED_SKIP_REASONS, allowed
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SUITE = '''
+SUITE = """
 import pytest
 
 def test_runs():
@@ -23,7 +23,7 @@ def test_runs():
 @pytest.mark.skipif(True, reason="{reason}")
 def test_skipped():
     pass
-'''
+"""
 
 
 def run_suite(tmp_path: Path, reason: str, **env: str) -> subprocess.CompletedProcess[str]:
