@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ead_core.schedule import PRESET_SCALES, EntropyTargetSchedule, FixedSchedule, Schedule, schedule_from_dict
-from experiments.local.policy import SIZES
+from experiments.local.policy import SIZES, resolve_device
 from experiments.local.tasks import SPLIT_VERSION, TASKS, make_task
 from experiments.local.warmstart import WarmStartConfig
 from experiments.tracking.hashing import EXECUTION_FIELDS, config_hash
@@ -142,6 +142,7 @@ class RLVRConfig:
     ckpt_interval: int = field(default=5, metadata=_h("checkpoint every this many steps (and at the end)"))
     seed: int = field(default=0, metadata=_h("seed of the run (rollouts, prompt order, warm start)"))
     threads: int = field(default=0, metadata=_h("torch threads (0: 1, torch's default if OMP_WAIT_POLICY=PASSIVE)"))
+    device: str = field(default="auto", metadata=_h("auto | cpu | cuda: where the policy and every tensor live"))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tis: TISConfig = field(default_factory=TISConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -226,6 +227,7 @@ class RLVRConfig:
             need(getattr(self, name) > 0, name, "> 0", getattr(self, name))
         need(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         need(self.threads >= 0, "threads", "an integer >= 0", self.threads)
+        resolve_device(self.device)  # raises naming device (a value not in DEVICES, or cuda without a GPU)
         ws = self.warmstart_seed
         need(ws is None or ws >= 0, "warmstart_seed", "null (the run's seed) or an integer >= 0", ws)
         sched = self.sampling.schedule()  # validates sampling.*

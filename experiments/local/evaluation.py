@@ -89,7 +89,7 @@ def evaluate(
             metrics.update({"eval/" + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("eval_t1/")})
             counts += [r | {"decoder": "eval"} for r in counts if r["decoder"] == "eval_t1"]
         else:
-            g = torch.Generator().manual_seed(
+            g = torch.Generator(device=model.device).manual_seed(
                 int(np.random.default_rng([seed, _DECODER_STREAM[prefix]]).integers(2**62))
             )
             chunks = sample_groups(model, tokenizer, problems, k, sched, step, max_new_tokens, g)

@@ -79,11 +79,29 @@ def save_policy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pat
     return path
 
 
-def load_policy(path: str | Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """Load a policy directory written by ``save_policy`` (or any HF causal-LM directory)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device of the local backend's ``device`` setting: ``auto`` is CUDA when torch sees a GPU, else CPU.
+
+    Raises ValueError naming ``device`` for a value not in DEVICES, or for ``cuda`` on a machine without a GPU."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise ValueError("device must be 'auto' or 'cpu' here: device='cuda' but torch.cuda.is_available() is False")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu")
+
+
+def load_policy(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Load a policy directory written by ``save_policy`` (or any HF causal-LM directory) onto ``device``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev)
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
     return model, tok

@@ -95,27 +95,27 @@ def sample(
     cache copied to the rows that repeat it (a group), and a row leaves the decode batch (its cache rows are
     dropped) once it has sampled EOS, so the batch shrinks as responses end.
     """
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts)
+    dev = model.device  # every tensor of the rollout lives where the model does (``generator`` must too)
+    prompt_ids, prompt_mask = (x.to(dev) for x in encode_prompts(tokenizer, prompts))
     b, p = prompt_ids.shape
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     adaptive = schedule.needs_logits and not greedy  # entropy_target: tau per row from this step's logits
-    row_taus = torch.ones(b, max_new_tokens)
+    row_taus = torch.ones(b, max_new_tokens, device=dev)
     if not schedule.needs_logits:
-        taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step)
-    out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long)
-    out_lp = torch.zeros(b, max_new_tokens)
-    out_t1, out_ent = torch.zeros(b, max_new_tokens), torch.zeros(b, max_new_tokens)
-    out_mask = torch.zeros(b, max_new_tokens)
+        taus = schedule.temperatures(torch.arange(max_new_tokens, dtype=torch.float32) + position_offset, step).to(dev)
+    out_ids = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=dev)
+    out_lp, out_t1, out_ent, out_mask = (torch.zeros(b, max_new_tokens, device=dev) for _ in range(4))
     first_row: dict[str, int] = {}  # each distinct prompt -> its first row
     for i, q in enumerate(prompts):
         first_row.setdefault(q, i)
     slot = {q: k for k, q in enumerate(first_row)}
-    first, inverse = torch.tensor(list(first_row.values())), torch.tensor([slot[q] for q in prompts])
+    first = torch.tensor(list(first_row.values()), device=dev)
+    inverse = torch.tensor([slot[q] for q in prompts], device=dev)
     # the attention mask of every step is a prefix of one preallocated mask (no per-step concatenation)
-    attn = torch.ones(b, p + max_new_tokens, dtype=prompt_mask.dtype)
+    attn = torch.ones(b, p + max_new_tokens, dtype=prompt_mask.dtype, device=dev)
     attn[:, :p] = prompt_mask
     pos = _positions(prompt_mask)[:, -1:] + 1  # position id of the next token of each row
-    rows = torch.arange(b)  # the rows still generating, in the order of the cache's batch
+    rows = torch.arange(b, device=dev)  # the rows still generating, in the order of the cache's batch
     with eval_mode(model):
         u_mask = prompt_mask[first]
         out = model(input_ids=prompt_ids[first], attention_mask=u_mask, position_ids=_positions(u_mask), use_cache=True)
@@ -160,7 +160,7 @@ def sample(
             )
             logits = out.logits[:, -1, :]
             pos = pos + 1
-    texts = tokenizer.batch_decode(out_ids, skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out_ids.tolist(), skip_special_tokens=True)
     done = (out_ids == eos).any(dim=1)
     if schedule.needs_logits:  # per position: the mean tau of the rows still generating there (1.0 where none is)
         live = out_mask.sum(dim=0)
@@ -198,7 +198,7 @@ def sequence_logprobs(
     logits = logits[:, p - 1 : p + r - 1, :].float()
     entropy = token_entropy(logits, mask) if with_entropy else None
     if temperatures is not None:
-        tau = temperatures.to(logits.dtype)
+        tau = temperatures.to(device=logits.device, dtype=logits.dtype)
         logits = logits / (tau[None, :r, None] if tau.dim() == 1 else tau[:, :r, None])
     logp = torch.log_softmax(logits, dim=-1).gather(2, resp[:, :, None]).squeeze(2) * mask
     if r < full:

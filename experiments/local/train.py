@@ -37,7 +37,7 @@ from ead_core.schedule import Schedule
 from ead_core.tis import truncated_is_weights
 from experiments.local.config import RLVRConfig
 from experiments.local.evaluation import evaluate
-from experiments.local.policy import load_policy
+from experiments.local.policy import load_policy, resolve_device
 from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
 from experiments.local.tasks import Problem, make_task
 from experiments.local.warmstart import warm_start
@@ -105,7 +105,7 @@ def seeded_torch_rng(seed: int, step: int, stream: int) -> Iterator[None]:
     Code we do not own draws from it (verl's Clip-Cov loss calls ``torch.randperm`` without a generator); seeding it
     per step makes those draws a function of the step, so a resumed run repeats them.
     """
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else []):
         torch.manual_seed(int(np.random.default_rng([seed, step, stream]).integers(2**62)))
         yield
 
@@ -124,8 +124,9 @@ class Trainer:
         self.schedule: Schedule = cfg.sampling.schedule()
         self.pool: list[Problem] = self.task.problems("train", cfg.train_pool, seed=cfg.seed)
         self.eval_set: list[Problem] = self.task.problems("eval", cfg.eval_prompts, seed=cfg.seed)
-        policy_dir = cfg.init_from or warm_start(cfg.warmstart())
-        self.model, self.tok = load_policy(policy_dir)
+        self.device = resolve_device(cfg.device)
+        policy_dir = cfg.init_from or warm_start(cfg.warmstart(), device=self.device)
+        self.model, self.tok = load_policy(policy_dir, self.device)
         self.model.eval()  # no dropout anywhere in RL (the sampler and sequence_logprobs enforce it too)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.adv_fn, self.loss_fn, self.actor_cfg = verl_algorithms(cfg)
@@ -188,11 +189,11 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, step, _PROMPTS])
         problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
         rows, index = group_prompts([p.prompt for p in problems], cfg.rollouts_per_prompt)
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
         t0 = time.perf_counter()
         r = sample(self.model, self.tok, rows, self.schedule, step, cfg.max_new_tokens, g)
         gen_s = time.perf_counter() - t0
-        rewards = torch.tensor([self.task.verify(problems[i], t) for i, t in zip(index, r.texts)])
+        rewards = torch.tensor([self.task.verify(problems[i], t) for i, t in zip(index, r.texts)], device=self.device)
         return problems, r, index, rewards, gen_s
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -215,8 +216,10 @@ class Trainer:
         mask = r.response_mask
         lengths = mask.sum(dim=1).long()
         token_rewards = torch.zeros_like(mask)
-        token_rewards[torch.arange(len(rewards)), (lengths - 1).clamp(min=0)] = rewards
-        advantages, _ = self.adv_fn(token_rewards, mask, index, norm_adv_by_std_in_grpo=a.norm_adv_by_std)
+        token_rewards[torch.arange(len(rewards), device=mask.device), (lengths - 1).clamp(min=0)] = rewards
+        # verl computes advantages where its driver does, on CPU (a no-op for a CPU run)
+        advantages, _ = self.adv_fn(token_rewards.cpu(), mask.cpu(), index, norm_adv_by_std_in_grpo=a.norm_adv_by_std)
+        advantages = advantages.to(mask.device)
 
         if r.target_logprobs is not None and r.entropy is not None:  # the sampler's logits: no second forward pass
             old_lp, entropy = r.target_logprobs, r.entropy

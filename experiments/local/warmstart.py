@@ -84,9 +84,11 @@ def _sft_batch(tokenizer, texts: list[tuple[str, str]]) -> tuple[torch.Tensor, t
     return input_ids, mask, label_t
 
 
-def train_sft(cfg: WarmStartConfig, progress: bool = True):
-    """Train the warm start from scratch (deterministic in cfg.seed) and return (model, tokenizer, losses)."""
+def train_sft(cfg: WarmStartConfig, progress: bool = True, device: torch.device | str = "cpu"):
+    """Train the warm start from scratch (deterministic in cfg.seed) on ``device`` and return (model, tokenizer,
+    losses). The device is not part of the cache key: a GPU-trained entry serves CPU runs and the other way round."""
     model, tok = build_policy(cfg.size, seed=cfg.seed)
+    model.to(device)
     data = sft_data(cfg)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -99,7 +101,7 @@ def train_sft(cfg: WarmStartConfig, progress: bool = True):
     bar = tqdm(range(cfg.steps), desc=f"warm start {cfg.size}/{cfg.task}", disable=not progress, leave=False)
     for _ in bar:
         batch = [(p.prompt, p.solution) for p in rng.sample(data, cfg.batch_size)]
-        ids, mask, labels = _sft_batch(tok, batch)
+        ids, mask, labels = (x.to(device) for x in _sft_batch(tok, batch))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -117,8 +119,10 @@ def cache_path(cfg: WarmStartConfig, cache_dir: str | Path | None = None) -> Pat
     return root / "warmstart" / f"{cfg.size}-{cfg.task}-{cfg.key}"
 
 
-def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Path of the warm-started policy directory, training it first unless cached."""
+def warm_start(
+    cfg: WarmStartConfig, cache_dir: str | Path | None = None, progress: bool = True, device: torch.device | str = "cpu"
+) -> Path:
+    """Path of the warm-started policy directory, training it first (on ``device``) unless cached."""
     path = cache_path(cfg, cache_dir)
     if _cached(path):
         log.info("warm start cached at %s", path)
@@ -129,7 +133,7 @@ def warm_start(cfg: WarmStartConfig, cache_dir: str | Path | None = None, progre
         if _cached(path):
             log.info("warm start cached at %s (trained by another job)", path)
             return path
-        return _train_and_save(cfg, path, progress)
+        return _train_and_save(cfg, path, progress, device)
 
 
 def _cached(path: Path) -> bool:
@@ -149,12 +153,12 @@ def _cached(path: Path) -> bool:
     return True
 
 
-def _train_and_save(cfg: WarmStartConfig, path: Path, progress: bool) -> Path:
+def _train_and_save(cfg: WarmStartConfig, path: Path, progress: bool, device: torch.device | str = "cpu") -> Path:
     """Train the warm start and move it into ``path`` whole (called under the entry's lock)."""
     log.info("training warm start %s -> %s", cfg, path)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        model, tok, losses = train_sft(cfg, progress=progress)
+        model, tok, losses = train_sft(cfg, progress=progress, device=device)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     save_policy(model, tok, tmp)
     meta = {"config": asdict(cfg), "split_version": SPLIT_VERSION, "final_loss": losses[-1] if losses else None}

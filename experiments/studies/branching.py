@@ -53,7 +53,7 @@ def run(cfg: BranchingStudyConfig, logger: RunLogger) -> list[dict]:
     model, tok, task = cfg.load()
     schedule = cfg.sampling.schedule()
     problems = task.problems("eval", cfg.prompts, seed=cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator(device=model.device).manual_seed(cfg.seed)
     base = sample(model, tok, [p.prompt for p in problems], schedule, cfg.step, cfg.max_new_tokens, g)
     rows: list[dict] = []
     for K in sorted(cfg.prefixes):

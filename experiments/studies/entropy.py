@@ -52,7 +52,7 @@ def run(cfg: EntropyStudyConfig, logger: RunLogger) -> list[dict]:
     cfg.validate()
     model, tok, task = cfg.load()
     problems = task.problems("eval", cfg.prompts, seed=cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator(device=model.device).manual_seed(cfg.seed)
     chunks = sample_groups(
         model, tok, problems, cfg.samples_per_prompt, cfg.sampling.schedule(), cfg.step, cfg.max_new_tokens, g
     )

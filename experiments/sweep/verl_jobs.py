@@ -58,6 +58,7 @@ LOCAL_ONLY = (
     "train_pool",
     "eval_prompts",
     "threads",
+    "device",
     "weight_decay",
     "grad_clip",
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 # Config fields that change how a run executes, never what it computes: left out of config hashes, so runs that differ
 # only in them are one setting and seed (one run to resume, one replicate in the statistics).
-EXECUTION_FIELDS = ("threads", "ckpt_interval")
+EXECUTION_FIELDS = ("threads", "ckpt_interval", "device")
 
 
 def canonical(obj: Any) -> Any:

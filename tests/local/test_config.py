@@ -35,11 +35,12 @@ def _changed(value):
 
 
 def test_execution_settings_are_not_part_of_the_identity():
-    """Runs that differ only in threads or checkpoint interval are one setting and seed: same hash (one run
+    """Runs that differ only in threads, checkpoint interval or device are one setting and seed: same hash (one run
     directory, one checkpoint to resume, one replicate); every other field changes the hash."""
     base = RLVRConfig()
-    assert set(EXECUTION_FIELDS) == {"threads", "ckpt_interval"}
+    assert set(EXECUTION_FIELDS) == {"threads", "ckpt_interval", "device"}
     same = [RLVRConfig(threads=4), RLVRConfig(threads=1, ckpt_interval=50), RLVRConfig(ckpt_interval=1)]
+    same.append(RLVRConfig(device="cpu"))
     assert {c.hash for c in same} == {base.hash}
     assert flat_params(RLVRConfig(threads=4).to_dict())["threads"] == 4  # still logged as a param
     for f in dataclasses.fields(RLVRConfig):

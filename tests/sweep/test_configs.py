@@ -142,6 +142,7 @@ def test_same_config_twice_in_one_sweep_runs_once() -> None:
         (["backend.name=jax"], ["backend.name", "local", "verl"]),
         (["tracking=server"], ["tracking.uri"]),  # mandatory with the server option
         (["tis.cap=0"], ["tis.cap", "> 0"]),
+        (["device=tpu"], ["device", "'auto', 'cpu', 'cuda'"]),
     ],
 )
 def test_invalid_values_fail_before_launch_naming_the_parameter(overrides: list[str], names: list[str]) -> None:
