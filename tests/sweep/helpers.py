@@ -48,10 +48,11 @@ def run_sweep(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Co
     )
 
 
-def start_sweep(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``python sweep.py ARGS`` in the background, output to ``log``."""
+def start_sweep(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python sweep.py ARGS`` in the background, output to ``log``; ``env`` defaults to :func:`sweep_env`."""
     out = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped (the test owns it)
-    return subprocess.Popen([sys.executable, str(SWEEP), *args], cwd=cwd, env=sweep_env(), stdout=out, stderr=out)
+    cmd = [sys.executable, str(SWEEP), *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env or sweep_env(), stdout=out, stderr=out)
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +18,8 @@ from experiments.tracking import make_client
 from experiments.tracking.server import CREDENTIAL_VARS, cluster_address, supervised_mlflow_server
 from experiments.tracking.store import MlflowRunLogger
 from tests.fixtures.services import environment_with_repo_on_path
+from tests.reliability.helpers import assert_nothing_lost
+from tests.sweep.helpers import wait_for
 
 STEPS = 30
 
@@ -36,14 +37,6 @@ with t.open(params={"lr": 0.1}) as logger:
         time.sleep(0.2)
 print(t.run_id)
 """
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_killed_sweep_server_comes_back_on_its_port_with_its_store(tmp_path: Path) -> None:
@@ -64,9 +57,7 @@ def test_a_killed_sweep_server_comes_back_on_its_port_with_its_store(tmp_path: P
         wait_for(lambda: srv.restarts >= 1, 180, "the supervisor's restart")
         assert srv.process.pid != first and srv.url == url
         logger.finish()  # delivers what it holds, then ends the run
-        run = client.get_run(run_id)
-        assert run.info.status == "FINISHED"
-        assert [m.step for m in client.get_metric_history(run_id, "x")] == [0, 1, 2, 3]
+        assert_nothing_lost(url, "restart", runs=1, metrics={"x": [0, 1, 2, 3]})
 
 
 def _status(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -136,7 +127,5 @@ def test_a_job_keeps_training_while_an_external_server_is_away_and_delivers_ever
     finally:
         writer.kill()
         stop_mlflow_server(server)
-    run_id = out.strip().splitlines()[-1]
-    client = make_client(store)
-    assert client.get_run(run_id).info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == list(range(STEPS))
+    [run] = assert_nothing_lost(store, "server-restart", runs=1, metrics={"train/loss": range(STEPS)})
+    assert run.info.run_id == out.strip().splitlines()[-1]

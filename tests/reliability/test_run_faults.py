@@ -1,6 +1,7 @@
 """Faults around one tracked run, against a real SQLite MLflow store and real subprocesses: MLflow telemetry off in the
 harness's processes, a failure right after the run is created ends it FAILED, a SIGKILLed attempt is counted in
-``interruptions``."""
+``interruptions`` and the next one lands each step once, a tracking URI that is not an MLflow server is named. (The
+same SIGKILL through ``python sweep.py``, resumed from the trainer's checkpoint: tests/sweep/test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -16,17 +17,7 @@ import pytest
 from experiments.tracking import RunIdentity, TrackedRun, make_client
 from experiments.tracking.store import MlflowRunLogger
 from tests.fixtures.services import environment_with_repo_on_path
-
-# Variables that make MLflow turn telemetry off by itself (mlflow.telemetry.utils): a user's shell has none of them.
-_QUIET = ("CI", "PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "GITLAB_CI")
-
-
-def user_env() -> dict[str, str]:
-    """The environment of a user's shell: telemetry as MLflow enables it by default."""
-    env = environment_with_repo_on_path()
-    for name in _QUIET:
-        env.pop(name, None)
-    return env
+from tests.reliability.helpers import assert_nothing_lost, user_env
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +100,8 @@ def test_a_sigkilled_attempt_is_counted_in_interruptions(uri: str, tmp_path: Pat
         assert (run.data.tags["attempt"], run.data.tags["interruptions"]) == ("2", "1")
         for step in range(3):
             logger.log_metrics({"x": float(step)}, step)
-    run = make_client(uri).get_run(t.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["interruptions"] == "1"
-    assert [m.step for m in make_client(uri).get_metric_history(t.run_id, "x")] == [0, 1, 2]
+    [run] = assert_nothing_lost(uri, "sigkill", runs=1, metrics={"x": [0, 1, 2]})
+    assert run.info.run_id == t.run_id and run.data.tags["interruptions"] == "1"
     assert os.path.exists(run_dir / ".lock")
 
 
