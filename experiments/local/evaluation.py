@@ -117,11 +117,14 @@ def evaluate(
 
 @torch.no_grad()
 def entropy_table(model: PreTrainedModel, chunks: Sequence[Rollout]) -> list[dict]:
-    """Per response position: mean entropy of the temperature-1 policy over sampled tokens, and the count."""
+    """Per response position: mean entropy of the temperature-1 policy over sampled tokens, and the count.
+
+    Taken from the sampler's own logits when the rollout carries them (``Rollout.entropy``: no second forward pass),
+    else recomputed with ``sequence_logprobs``; the two agree to float rounding (tests/local/test_rollout.py)."""
     width = max(r.response_ids.shape[1] for r in chunks)
     ents, masks = [], []
     for r in chunks:
-        _, ent = sequence_logprobs(model, r, with_entropy=True)
+        ent = r.entropy if r.entropy is not None else sequence_logprobs(model, r, with_entropy=True)[1]
         pad = width - ent.shape[1]
         ents.append(torch.nn.functional.pad(ent, (0, pad)))
         masks.append(torch.nn.functional.pad(r.response_mask, (0, pad)))

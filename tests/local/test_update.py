@@ -3,6 +3,8 @@ loss (and its gradient), DAPO drops groups whose rewards are all equal, and the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -127,7 +129,13 @@ def test_logprobs_and_evaluation_ignore_dropout(dropout_policy_dir):
     c, _ = sequence_logprobs(model, r)  # with grad, as in the PPO passes
     assert torch.equal(a, b) and torch.equal(ent_a, ent_b) and torch.equal(a, c.detach())
     torch.testing.assert_close(behaviour, r.behavior_logprobs, atol=2e-5, rtol=1e-5)  # sampler and trainer agree
-    np.testing.assert_equal(entropy_table(model, [r]), entropy_table(model, [r]))  # NaN where no token: equal
+    recompute = dataclasses.replace(r, entropy=None)  # no sampler entropy: the table runs the model (eval mode)
+    np.testing.assert_equal(entropy_table(model, [recompute]), entropy_table(model, [recompute]))  # NaN == NaN
+    from_sampler, recomputed = entropy_table(model, [r]), entropy_table(model, [recompute])
+    assert [row["count"] for row in from_sampler] == [row["count"] for row in recomputed]
+    np.testing.assert_allclose(
+        [row["entropy_mean"] for row in from_sampler], [row["entropy_mean"] for row in recomputed], atol=2e-5
+    )
     assert model.training  # the caller's mode is restored
 
 
