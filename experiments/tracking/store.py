@@ -470,18 +470,28 @@ class MlflowRunLogger:
         return self._last
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags now (after what is held, in background mode)."""
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._call_now(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
 
     def finish(self, status: str = FINISHED) -> None:
         """Deliver what is held (up to ``hold_s``), then end the run with ``status``."""
-        if self.background and not self.flush(timeout=self.hold_s):
+        self._call_now(lambda: self.client.set_terminated(self.run_id, status))
+
+    def _call_now(self, call: Callable[[], None]) -> None:
+        """Run ``call`` and wait for it. In background mode it goes through the delivery thread after what is queued,
+        so while the store is away it is held like the steps (up to ``hold_s``): called directly it would sit in
+        MLflow's own retries (backoff up to 16 s after the store is back) and fail the job after ~2 minutes away."""
+        if not self.background:
+            call()
+            return
+        self._send(call)
+        if not self.flush(timeout=self.hold_s):
             raise RuntimeError(
                 f"MLflow store {self.tracking_uri} did not answer for {self.hold_s:.0f} s; {self.pending()} record(s) "
                 f"of run {self.run_id} undelivered (metrics.jsonl has them: re-running the job backfills them)"
             )
-        self.client.set_terminated(self.run_id, status)
 
 
 def store_answers(uri: str, timeout: float = 3.0) -> bool:

@@ -4,6 +4,7 @@ requests without the sweep's credentials, which reach jobs only through the envi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -39,10 +40,14 @@ print(t.run_id)
 """
 
 
-def test_a_killed_sweep_server_comes_back_on_its_port_with_its_store(tmp_path: Path) -> None:
+def test_a_killed_sweep_server_comes_back_on_its_port_with_its_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The sweep's server killed (OOM killer, a careless kill -9) comes back within seconds at the URL its jobs hold,
     on the same store; a job's logger holds its steps meanwhile and delivers them (the external-server test below
-    shows the job side in a real subprocess)."""
+    shows the job side in a real subprocess). The tags a job sets at its end wait with the held steps: never in
+    MLflow's own retries (a backoff that delays them up to 16 s after the server is back and fails the job after
+    ~2 minutes away)."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with supervised_mlflow_server(store, tmp_path / "artifacts", log_path=tmp_path / "server.log", interval=0.5) as srv:
         url, first = srv.url, srv.process.pid
@@ -54,6 +59,10 @@ def test_a_killed_sweep_server_comes_back_on_its_port_with_its_store(tmp_path: P
         os.killpg(first, signal.SIGKILL)  # the server and its workers
         for step in range(1, 4):  # while it is away: held, never blocking
             logger.log_metrics({"x": float(step)}, step)
+        with caplog.at_level(logging.WARNING, logger="urllib3"):
+            logger.set_tags({"end_reason": "completed"})  # a job's end: waits, held, until the server answers
+        assert "Retrying" not in caplog.text, caplog.text
+        assert client.get_run(run_id).data.tags["end_reason"] == "completed"
         wait_for(lambda: srv.restarts >= 1, 180, "the supervisor's restart")
         assert srv.process.pid != first and srv.url == url
         logger.finish()  # delivers what it holds, then ends the run
