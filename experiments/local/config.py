@@ -6,7 +6,7 @@ the parameter (dotted path) and its allowed range.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ead_core.schedule import PRESET_SCALES, EntropyTargetSchedule, FixedSchedule, Schedule, schedule_from_dict
@@ -16,7 +16,7 @@ from experiments.local.warmstart import WarmStartConfig
 from experiments.tracking.hashing import EXECUTION_FIELDS, config_hash
 
 ALGORITHMS = ("grpo", "dapo", "clip_cov", "kl_cov")
-SAMPLING_KINDS = ("ead", "fixed", "reverse", "linear", "cosine", "entropy_target")
+SAMPLING_KINDS = ("ead", "fixed", "reverse", "linear", "cosine", "entropy_target", "fixed_matched")
 
 
 def _h(text: str) -> dict[str, str]:
@@ -29,11 +29,15 @@ class SamplingConfig:
 
     Kinds (ead_core.schedule): ead, fixed, reverse (EAD's mirror: tau_min -> tau_max), linear and cosine (tau_max ->
     tau_min over d_s tokens after c), entropy_target (per token, the tau in [tau_lo, tau_hi] whose entropy is
-    max(h_min, h_max exp(-t / d_s))). The decaying kinds share tau_max/tau_min (not entropy_target), d0, c, d_growth,
-    d_cap and the preset's d_scale.
+    max(h_min, h_max exp(-t / d_s))), fixed_matched (the matched-entropy control: at every step one fixed temperature,
+    calibrated on the model of that step so that its mean token entropy equals that of EAD with this config's EAD
+    parameters; see ``experiments.local.train.Trainer.schedule_at``). The decaying kinds share tau_max/tau_min (not
+    entropy_target), d0, c, d_growth, d_cap and the preset's d_scale.
     """
 
-    kind: str = field(default="ead", metadata=_h("ead | fixed | reverse | linear | cosine | entropy_target"))
+    kind: str = field(
+        default="ead", metadata=_h("ead | fixed | reverse | linear | cosine | entropy_target | fixed_matched")
+    )
     preset: str = field(default="paper", metadata=_h("decay scale preset: 'paper' (x1) or 'reference' (x20)"))
     tau_max: float = field(default=1.2, metadata=_h("EAD starting temperature"))
     tau_min: float = field(default=0.1, metadata=_h("EAD floor temperature"))
@@ -48,8 +52,16 @@ class SamplingConfig:
     tau_lo: float = field(default=1.0, metadata=_h("entropy_target: lowest temperature (1: never cools)"))
     tau_hi: float = field(default=2.0, metadata=_h("entropy_target: highest temperature"))
 
+    @property
+    def matched(self) -> bool:
+        """The matched-entropy control: ``schedule()`` is its EAD reference, calibrated per step by the trainer."""
+        return self.kind == "fixed_matched"
+
     def schedule(self) -> Schedule:
-        """The ONE schedule object used by the sampler and the trainer."""
+        """The ONE schedule object used by the sampler and the trainer (for fixed_matched: the EAD reference that the
+        trainer calibrates a fixed temperature against at every step)."""
+        if self.matched:
+            return replace(self, kind="ead").schedule()
         if self.kind == "fixed":
             return FixedSchedule(self.tau)
         if self.kind not in SAMPLING_KINDS:

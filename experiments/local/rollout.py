@@ -170,6 +170,24 @@ def sample(
     return Rollout(prompt_ids, prompt_mask, out_ids, out_mask, out_lp, taus, done, texts, row_taus, out_t1, out_ent)
 
 
+def response_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """Float logits (B, r, V) that predict the rollout's response tokens, from one forward pass in eval mode.
+
+    Only the columns that matter run through the model: leading columns that are padding in every row, and response
+    columns after the last live token (r: the last column any row generated, + 1)."""
+    mask, full = rollout.response_mask, rollout.response_ids.shape[1]
+    live = mask.any(dim=0).nonzero()
+    r = int(live[-1]) + 1 if len(live) else min(1, full)
+    lead = int(rollout.prompt_mask.any(dim=0).int().argmax())  # first column holding a prompt token in some row
+    p = rollout.prompt_ids.shape[1] - lead
+    resp = rollout.response_ids[:, :r]
+    ids = torch.cat([rollout.prompt_ids[:, lead:], resp], dim=1)
+    attn = torch.cat([rollout.prompt_mask[:, lead:], torch.ones_like(resp)], dim=1)
+    with eval_mode(model):
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
+    return logits[:, p - 1 : p + r - 1, :].float()
+
+
 def sequence_logprobs(
     model: PreTrainedModel,
     rollout: Rollout,
@@ -181,21 +199,13 @@ def sequence_logprobs(
     ``temperatures`` (R,) divides the logits per response position, (B, R) per token (a logits-dependent
     schedule's ``row_temperatures``); None: temperature 1.0, the target policy. Entropy (of the temperature-1
     policy) is returned when ``with_entropy``.
-    Positions outside the response mask are 0.
-    Only the columns that matter run through the model: leading columns that are padding in every row and response
-    columns after the last live token (the result is padded back to the rollout's width with zeros).
+    Positions outside the response mask are 0. The logits come from ``response_logits`` (the result is padded back to
+    the rollout's width with zeros).
     """
     mask, full = rollout.response_mask, rollout.response_ids.shape[1]
-    live = mask.any(dim=0).nonzero()
-    r = int(live[-1]) + 1 if len(live) else min(1, full)
-    lead = int(rollout.prompt_mask.any(dim=0).int().argmax())  # first column holding a prompt token in some row
-    p = rollout.prompt_ids.shape[1] - lead
+    logits = response_logits(model, rollout)
+    r = logits.shape[1]
     resp, mask = rollout.response_ids[:, :r], mask[:, :r]
-    ids = torch.cat([rollout.prompt_ids[:, lead:], resp], dim=1)
-    attn = torch.cat([rollout.prompt_mask[:, lead:], torch.ones_like(resp)], dim=1)
-    with eval_mode(model):
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=_positions(attn), use_cache=False).logits
-    logits = logits[:, p - 1 : p + r - 1, :].float()
     entropy = token_entropy(logits, mask) if with_entropy else None
     if temperatures is not None:
         tau = temperatures.to(device=logits.device, dtype=logits.dtype)

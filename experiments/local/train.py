@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ead_core.schedule import Schedule
+from ead_core.schedule import FixedMatchedSchedule, Schedule
+from ead_core.schedules.calibration import matched_fixed_schedule
 from ead_core.tis import truncated_is_weights
 from experiments.local.config import RLVRConfig
 from experiments.local.evaluation import evaluate
 from experiments.local.policy import load_policy, resolve_device
-from experiments.local.rollout import Rollout, group_prompts, sample, sequence_logprobs
+from experiments.local.rollout import Rollout, group_prompts, response_logits, sample, sequence_logprobs
 from experiments.local.tasks import Problem, make_task
 from experiments.local.warmstart import warm_start
 from experiments.tracking.hashing import flat_params
@@ -95,7 +96,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 # Streams of np.random.default_rng([seed, step, stream]): one per consumer, so none shifts another's draws.
-_PROMPTS, _MINIBATCHES, _EVAL, _TORCH_TRAIN, _TORCH_EVAL = 1, 2, 3, 4, 5
+_PROMPTS, _MINIBATCHES, _EVAL, _TORCH_TRAIN, _TORCH_EVAL, _CALIBRATION = 1, 2, 3, 4, 5, 6
 
 
 @contextlib.contextmanager
@@ -133,6 +134,35 @@ class Trainer:
         self.algo = cfg.algorithm.resolved()
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         self.start_step = self._restore()
+        self._matched: dict[int, FixedMatchedSchedule] = {}
+
+    # --- the schedule of a step ----------------------------------------------------------------
+    def schedule_at(self, step: int) -> Schedule:
+        """The schedule that samples at ``step``: the run's one schedule, or for ``sampling.kind=fixed_matched`` the
+        fixed temperature calibrated on the current model at this step (kept until the next step's)."""
+        if not self.cfg.sampling.matched:
+            return self.schedule
+        if step not in self._matched:
+            self._matched = {step: self.calibrate(step)}
+        return self._matched[step]
+
+    @torch.no_grad()
+    def calibrate(self, step: int) -> FixedMatchedSchedule:
+        """The matched-entropy control at ``step``: EAD (``self.schedule``) samples 2 responses to each of
+        ``prompts_per_step`` training prompts (a draw of their own, seeded by (seed, step)); on those responses'
+        logits, the fixed tau whose mean token entropy equals EAD's behaviour entropy (bisection on log tau,
+        ``ead_core.schedules.calibration``). A function of (seed, step, weights): a resumed run recalibrates the same.
+        """
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step, _CALIBRATION])
+        problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
+        rows, _ = group_prompts([p.prompt for p in problems], 2)
+        g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        r = sample(self.model, self.tok, rows, self.schedule, step, cfg.max_new_tokens, g)
+        logits = response_logits(self.model, r)
+        positions = torch.arange(logits.shape[1], dtype=torch.float32, device=logits.device)
+        mask = r.response_mask[:, : logits.shape[1]]
+        return matched_fixed_schedule(self.schedule, logits, positions, step, mask=mask)
 
     # --- checkpoints ---------------------------------------------------------------------------
     @property
@@ -191,7 +221,7 @@ class Trainer:
         rows, index = group_prompts([p.prompt for p in problems], cfg.rollouts_per_prompt)
         g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
         t0 = time.perf_counter()
-        r = sample(self.model, self.tok, rows, self.schedule, step, cfg.max_new_tokens, g)
+        r = sample(self.model, self.tok, rows, self.schedule_at(step), step, cfg.max_new_tokens, g)
         gen_s = time.perf_counter() - t0
         rewards = torch.tensor([self.task.verify(problems[i], t) for i, t in zip(index, r.texts)], device=self.device)
         return problems, r, index, rewards, gen_s
@@ -202,6 +232,9 @@ class Trainer:
         with seeded_torch_rng(self.cfg.seed, step, _TORCH_TRAIN):
             _, r, index, rewards, gen_s = self.rollout(step)
             metrics = self.update(step, r, index, rewards)
+        if self.cfg.sampling.matched:
+            matched = self.schedule_at(step)
+            metrics |= {"schedule/matched_tau": matched.tau, "schedule/matched_entropy": matched.target_entropy}
         return metrics | {
             "perf/step_s": time.perf_counter() - t_start,
             "perf/tokens_per_s": float(r.response_mask.sum()) / gen_s,
@@ -290,7 +323,7 @@ class Trainer:
                 self.tok,
                 self.task,
                 self.eval_set,
-                self.schedule,
+                self.schedule_at(step),
                 step,
                 cfg.max_new_tokens,
                 seed=int(np.random.default_rng([cfg.seed, step, _EVAL]).integers(2**62)),
@@ -306,7 +339,7 @@ class Trainer:
         last: dict[str, float] = {}
         bar = tqdm(
             range(self.start_step, cfg.steps),
-            desc=f"rlvr {cfg.algorithm.name}/{self.schedule.label}",
+            desc=f"rlvr {cfg.algorithm.name}/{'fixed-matched' if cfg.sampling.matched else self.schedule.label}",
             disable=not progress,
             initial=self.start_step,
             total=cfg.steps,

@@ -7,7 +7,9 @@ Every local job is dominated by policy forward and backward passes over tokens, 
 * each RL step: ``rows = prompts_per_step x rollouts_per_prompt`` responses sampled token by token, then the old and
   behaviour log-probs and ``ppo_epochs`` forward-backward passes over them;
 * each evaluation (every ``eval_interval`` steps and at the end): ``eval_prompts x eval_k`` samples per sampled
-  decoder (``eval_t1``, and the run's own sampler unless it is temperature 1.0) plus one greedy sample per prompt.
+  decoder (``eval_t1``, and the run's own sampler unless it is temperature 1.0) plus one greedy sample per prompt;
+* the matched-entropy control (``sampling.kind=fixed_matched``) calibrates once per step and at the final evaluation:
+  ``2 x prompts_per_step`` EAD responses sampled and scored once.
 
 A response is taken to be ``RESPONSE_FILL x max_new_tokens`` long (measured: 71.5 of 128 on countdown_trace, ~9 of
 16 on countdown). The seconds per token are medians measured on the project's 2-core reference machine at one torch
@@ -67,8 +69,11 @@ def job_cost(cfg: RLVRConfig, warm_start_needed: bool) -> JobCost:
     decoders = 1 if own_is_common_decoder(cfg.sampling.schedule()) else 2
     evals = len(set(range(0, cfg.steps, cfg.eval_interval)) | {cfg.steps})
     per_eval = cfg.eval_prompts * (decoders * cfg.eval_k + 1) * tokens * SAMPLE_S_PER_TOKEN
+    train = cfg.steps * per_step
+    if cfg.sampling.matched:  # Trainer.calibrate: once per step and at the final evaluation
+        train += (cfg.steps + 1) * 2 * cfg.prompts_per_step * tokens * (SAMPLE_S_PER_TOKEN + SCORE_S_PER_TOKEN)
     ws = warm_start_seconds(cfg.warmstart(), tokens) if warm_start_needed and cfg.init_from is None else 0.0
-    return JobCost(warm_start=ws, train=cfg.steps * per_step * size, evaluation=evals * per_eval * size)
+    return JobCost(warm_start=ws, train=train * size, evaluation=evals * per_eval * size)
 
 
 def project(configs: Iterable[RLVRConfig], parallel: int = 2) -> tuple[list[JobCost], float]:

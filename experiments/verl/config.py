@@ -226,6 +226,8 @@ class VerlRunConfig:
         need(a.ppo_kl_coef >= 0, "algorithm.ppo_kl_coef", ">= 0", a.ppo_kl_coef)
 
         sched = self.schedule()  # validates sampling.* (ValueError names sampling.<field>)
+        only_local = "a kind verl samples with ('fixed_matched' calibrates per step on the local backend only)"
+        need(not self.sampling.matched, "sampling.kind", only_local, self.sampling.kind)
         c = sched.c if isinstance(sched, EADSchedule) else 0
         need(self.tis.level in ("token", "sequence"), "tis.level", "'token' or 'sequence'", self.tis.level)
         need(self.tis.cap > 0 and math.isfinite(self.tis.cap), "tis.cap", "a finite number > 0", self.tis.cap)

@@ -17,6 +17,8 @@ from tests.fixtures.services import REPO_ROOT, environment_with_repo_on_path
 SWEEP = REPO_ROOT / "sweep.py"
 SWEEPS = REPO_ROOT / "sweeps"
 PRESETS = sorted(p.stem for p in (SWEEPS / "experiment").glob("*.yaml"))
+# The beyond-the-paper presets: they log into one shared experiment, `beyond`, where their common conditions run once.
+BEYOND = ("reverse", "growth_ablation", "cap_ablation", "adaptive", "decision_position", "matched_entropy")
 # Brief section 7: every backend logs these (eval names with the run's eval_k; 2 in the smoke preset).
 TRAIN_KEYS = [
     "train/reward_mean", "train/response_length", "train/entropy", "train/pg_clipfrac", "train/grad_norm",

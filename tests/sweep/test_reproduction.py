@@ -11,7 +11,7 @@ import pytest
 
 from experiments.local.config import RLVRConfig
 from experiments.sweep.projection import job_cost, project
-from tests.sweep.helpers import plan
+from tests.sweep.helpers import BEYOND, plan
 
 
 @pytest.fixture(autouse=True)
@@ -94,9 +94,6 @@ def test_decision_position_crosses_the_decision_with_ead_and_fixed() -> None:
     assert {c.max_new_tokens for c in configs if c.task_knobs["decision"] == "late"} == {192}
 
 
-BEYOND = ("reverse", "growth_ablation", "cap_ablation", "adaptive", "decision_position")
-
-
 def test_beyond_presets_share_one_experiment_and_their_common_runs() -> None:
     """The beyond-the-paper presets log to one experiment with the testbed's settings, so EAD and fixed 1.0 at the same
     seed are one config hash (one run) however many presets include them; the whole set fits in 4 h on 2 cores."""
@@ -108,9 +105,9 @@ def test_beyond_presets_share_one_experiment_and_their_common_runs() -> None:
     for name in BEYOND:  # every preset has the shared EAD-or-baseline runs of seeds 0-2 among its jobs
         assert base & {j.job.config_hash for j in plans[name]}, name
     assert len(set(ead)) < len(ead)  # EAD with the default d_growth / d_cap is the same run in several presets
-    assert len(configs) == 33
+    assert len(configs) == 36
     kinds = {c.sampling.kind for c in configs.values()}
-    assert kinds == {"ead", "fixed", "reverse", "entropy_target"}
+    assert kinds == {"ead", "fixed", "reverse", "entropy_target", "fixed_matched"}
     growth = sorted({c.sampling.d_growth for c in configs.values() if c.sampling.kind == "ead"})
     assert growth == [0.0, 2.0, 10.0, 100.0]
     assert sorted({c.sampling.d_cap for c in configs.values() if c.sampling.kind == "ead"}) == [50.0, 400.0, 80000.0]

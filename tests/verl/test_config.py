@@ -70,6 +70,7 @@ def test_sampling_and_tis_are_the_local_backends_classes():
         ({"eval_k": 32}, r"eval_n must be >= eval_k \(32\)"),
         ({"sampling.tau_min": 0.0}, "sampling.tau_min"),
         ({"sampling.kind": "annealed"}, "sampling.kind must be 'ead' or 'fixed'"),
+        ({"sampling.kind": "fixed_matched"}, "sampling.kind must be a kind verl samples with"),
         ({"tis.cap": -1.0}, "tis.cap must be a finite number > 0"),
         ({"tis.level": "batch"}, "tis.level must be 'token' or 'sequence'"),
         ({"data.reward": "llm_judge"}, "data.reward must be one of"),
