@@ -104,13 +104,13 @@ def format_projection(costs: list[JobCost], wall: float, parallel: int) -> str:
     train = sum(c.train for c in costs)
     ev = sum(c.evaluation for c in costs)
     return (
-        f"projection: {len(costs)} local training job(s), {_hms(wall)} on {parallel} core(s) at one thread per job "
-        f"on a quiet 2-core reference machine (core time: warm starts {_hms(ws)}, RL steps {_hms(train)}, "
-        f"evaluations {_hms(ev)}); a busy machine takes longer in proportion to its load"
+        f"projection: {len(costs)} local training job(s), {hms(wall)} on {parallel} core(s) at one thread per job "
+        f"on a quiet 2-core reference machine (core time: warm starts {hms(ws)}, RL steps {hms(train)}, "
+        f"evaluations {hms(ev)}); a busy machine takes longer in proportion to its load"
     )
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = math.ceil(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
