@@ -26,8 +26,14 @@ echo "== ruff"
 .venv/bin/ruff check . || exit 1
 
 status=0
-echo "== main environment (.venv)"
-run_pytest .venv .venv/bin/python -m pytest -m "not vllm" "$@" || status=$?
+# Two pytest-xdist workers by default (EAD_TEST_WORKERS=0: none): most tests wait on a subprocess, a server or Slurm
+# with one core busy, so two workers keep both cores of a 2-core machine working. Tests that share one local Slurm
+# cluster or the analysis store stay in one worker (xdist groups, tests/conftest.py).
+workers=${EAD_TEST_WORKERS:-2}
+xdist=()
+if [ "$workers" != "0" ]; then xdist=(-n "$workers" --dist loadgroup); fi
+echo "== main environment (.venv)${xdist[*]:+, ${xdist[*]}}"
+run_pytest .venv .venv/bin/python -m pytest -m "not vllm" "${xdist[@]}" --durations=15 "$@" || status=$?
 
 if compgen -G "tests/vllm/test_*.py" >/dev/null; then
   echo "== vLLM environment (.venv-vllm)"

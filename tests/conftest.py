@@ -12,10 +12,30 @@ pytest_plugins = ["tests.skip_policy", "tests.fixtures.services", "tests.fixture
 
 @pytest.fixture(scope="session")
 def ead_cache(tmp_path_factory) -> str:
-    """A per-session cache directory (EAD_CACHE) so tests never reuse a user's warm starts."""
-    path = str(tmp_path_factory.mktemp("ead-cache"))
+    """A per-session cache directory (EAD_CACHE) so tests never reuse a user's warm starts. Under pytest-xdist the
+    workers of one run share it (the warm start's file lock makes the first worker train and the others wait)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "ead-cache"  # the run's base directory, above each worker's
+        shared.mkdir(exist_ok=True)
+        path = str(shared)
+    else:
+        path = str(tmp_path_factory.mktemp("ead-cache"))
     os.environ["EAD_CACHE"] = path
     return path
+
+
+# Tests that share one machine-wide service or one expensive session fixture run in the same pytest-xdist worker
+# (``--dist loadgroup``, scripts/test.sh): one local Slurm cluster, one analysis store per run.
+XDIST_GROUPS = {"slurm_cluster": "slurm", "slurm_executor": "slurm", "analysis_store": "analysis", "store": "analysis"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = {XDIST_GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in XDIST_GROUPS}
+        if len(groups) > 1:
+            raise pytest.UsageError(f"{item.nodeid} needs fixtures of two xdist groups: {sorted(groups)}")
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
 
 
 # An easy countdown variant: short SFT already gives well-formed answers that are right some of the
