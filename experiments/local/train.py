@@ -39,7 +39,14 @@ from ead_core.tis import truncated_is_weights
 from experiments.local.config import RLVRConfig
 from experiments.local.evaluation import evaluate
 from experiments.local.policy import load_policy, resolve_device
-from experiments.local.rollout import Rollout, group_prompts, response_logits, sample, sequence_logprobs
+from experiments.local.rollout import (
+    Rollout,
+    group_prompts,
+    logprobs_by_length,
+    response_logits,
+    sample,
+    sequence_logprobs,
+)
 from experiments.local.tasks import Problem, make_task
 from experiments.local.warmstart import warm_start
 from experiments.tracking.hashing import flat_params
@@ -75,20 +82,6 @@ def verl_algorithms(cfg: RLVRConfig) -> tuple[Any, Any, Any]:
         ),
     )
     return get_adv_estimator_fn("grpo"), get_policy_loss_fn(a.loss_mode), actor
-
-
-def _subset(r: Rollout, idx: torch.Tensor) -> Rollout:
-    pick = lambda x: x[idx]  # noqa: E731
-    return Rollout(
-        pick(r.prompt_ids),
-        pick(r.prompt_mask),
-        pick(r.response_ids),
-        pick(r.response_mask),
-        pick(r.behavior_logprobs),
-        r.temperatures,
-        pick(r.ended),
-        [r.texts[i] for i in idx.tolist()],
-    )
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
@@ -274,8 +267,8 @@ class Trainer:
                 break
             perm = keep[torch.from_numpy(rng.permutation(len(keep)))]
             for mb in torch.tensor_split(perm, min(cfg.mini_batches, len(perm))):
-                sub = _subset(r, mb)
-                logp, _ = sequence_logprobs(self.model, sub)
+                sub = r.subset(mb)
+                logp = logprobs_by_length(self.model, sub)
                 loss, m = self.loss_fn(
                     old_log_prob=old_lp[mb],
                     log_prob=logp,

@@ -9,7 +9,7 @@ from transformers import LogitsProcessorList
 from ead_core import EADSchedule, FixedSchedule
 from ead_core.hf import EADTemperatureProcessor
 from experiments.local.policy import build_policy, load_policy, save_policy
-from experiments.local.rollout import encode_prompts, group_prompts, sample, sequence_logprobs
+from experiments.local.rollout import encode_prompts, group_prompts, logprobs_by_length, sample, sequence_logprobs
 
 PROMPTS = ["3 5 7>22:", "12 3 4>6:", "9 9 1>80:"]
 
@@ -131,3 +131,25 @@ def test_policy_directory_round_trip(tmp_path):
     assert t2.decode(t2.encode("3*5+7=22", add_special_tokens=False)) == "3*5+7=22"
     sizes = [sum(p.numel() for p in build_policy(s)[0].parameters()) for s in ("tiny", "small", "base")]
     assert sizes == sorted(sizes) and 0.8e6 < sizes[0] < 1.5e6 and 4e6 < sizes[1] < 7e6 and 15e6 < sizes[2] < 25e6
+
+
+def test_logprobs_by_length_equal_one_pass_in_row_order_with_the_same_gradient(policy):
+    """The update's passes of rows of similar length give each row's log-probs and the loss's gradient as one pass
+    over all rows does (float rounding aside), rows in the rollout's order."""
+    model, tok = policy
+    rows, _ = group_prompts(PROMPTS * 3, 4)  # 36 rows of varied lengths: several passes, the last one short
+    r = sample(model, tok, rows, FixedSchedule(1.0), 0, 12, torch.Generator().manual_seed(3))
+    assert len(set(r.lengths.tolist())) > 2
+    grads = []
+    for fn in (lambda: sequence_logprobs(model, r)[0], lambda: logprobs_by_length(model, r, rows_per_pass=5)):
+        model.zero_grad(set_to_none=True)
+        lp = fn()
+        (lp * torch.linspace(0.5, 1.5, lp.shape[0])[:, None]).sum().backward()  # row weights: order matters
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if len(grads) == 1:
+            one_pass = lp.detach()
+        else:
+            torch.testing.assert_close(lp.detach(), one_pass, atol=2e-5, rtol=1e-5)
+    for g1, g2 in zip(*grads):
+        torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-3)
+    model.zero_grad(set_to_none=True)
