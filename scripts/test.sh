@@ -27,11 +27,12 @@ echo "== ruff"
 
 status=0
 # Two pytest-xdist workers by default (EAD_TEST_WORKERS=0: none): most tests wait on a subprocess, a server or Slurm
-# with one core busy, so two workers keep both cores of a 2-core machine working. Tests that share one local Slurm
-# cluster or the analysis store stay in one worker (xdist groups, tests/conftest.py).
+# with one core busy, so two workers keep both cores of a 2-core machine working. Each test module goes to one worker
+# whole, and the modules sharing the local Slurm cluster or the analysis store go to one worker together
+# (tests/conftest.py: SHARED_UNITS and the scheduler hook).
 workers=${EAD_TEST_WORKERS:-2}
 xdist=()
-if [ "$workers" != "0" ]; then xdist=(-n "$workers" --dist loadgroup); fi
+if [ "$workers" != "0" ]; then xdist=(-n "$workers"); fi
 echo "== main environment (.venv)${xdist[*]:+, ${xdist[*]}}"
 run_pytest .venv .venv/bin/python -m pytest -m "not vllm" "${xdist[@]}" --durations=15 "$@" || status=$?
 

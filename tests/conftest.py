@@ -24,18 +24,47 @@ def ead_cache(tmp_path_factory) -> str:
     return path
 
 
-# Tests that share one machine-wide service or one expensive session fixture run in the same pytest-xdist worker
-# (``--dist loadgroup``, scripts/test.sh): one local Slurm cluster, one analysis store per run.
-XDIST_GROUPS = {"slurm_cluster": "slurm", "slurm_executor": "slurm", "analysis_store": "analysis", "store": "analysis"}
+# pytest-xdist units of work (scripts/test.sh runs two workers): a test module goes to one worker whole, so its
+# module-scoped fixtures (a sweep, a server) are set up once, and the modules that share one machine-wide service or
+# one expensive session fixture go to one worker together: the local Slurm cluster, the analysis store. (xdist's own
+# ``--dist loadgroup`` marks do not work with pytest 9.2, which no longer reads the node id xdist rewrites.)
+SHARED_UNITS = {
+    "tests/sweep/test_slurm.py": "slurm",
+    "tests/sweep/test_slurm_cluster.py": "slurm",
+    "tests/sweep/test_slurm_helpers.py": "slurm",
+    "tests/sweep/test_launcher_profiles.py": "slurm",
+    "tests/analysis/": "analysis",
+    "tests/notebooks/": "analysis",
+}
+UNIT_FIXTURES = {"slurm_cluster": "slurm", "slurm_executor": "slurm", "analysis_store": "analysis"}
+
+
+def xdist_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its shared unit (SHARED_UNITS) or its module."""
+    module = nodeid.split("::", 1)[0]
+    return next((unit for prefix, unit in SHARED_UNITS.items() if module.startswith(prefix)), module)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test on a shared service outside that service's unit would run next to the unit in another worker: refuse."""
     for item in items:
-        groups = {XDIST_GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in XDIST_GROUPS}
-        if len(groups) > 1:
-            raise pytest.UsageError(f"{item.nodeid} needs fixtures of two xdist groups: {sorted(groups)}")
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(groups.pop()))
+        for fixture in set(getattr(item, "fixturenames", ())) & set(UNIT_FIXTURES):
+            if xdist_unit(item.nodeid) != UNIT_FIXTURES[fixture]:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {fixture}: add its module to SHARED_UNITS[...] = {UNIT_FIXTURES[fixture]!r} "
+                    "in tests/conftest.py"
+                )
+
+
+@pytest.hookimpl(optionalhook=True)  # the vLLM environment has no pytest-xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return UnitScheduling(config, log)
 
 
 # An easy countdown variant: short SFT already gives well-formed answers that are right some of the
