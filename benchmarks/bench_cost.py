@@ -33,14 +33,7 @@ import torch
 
 from experiments.local import Trainer, from_dict
 from experiments.local.policy import build_policy, save_policy
-from experiments.sweep.projection import (
-    SAMPLE_S_PER_TOKEN,
-    SCORE_S_PER_TOKEN,
-    SIZE_FACTOR,
-    TRAIN_S_PER_TOKEN,
-    hms,
-    project,
-)
+from experiments.sweep.projection import hms, project, rl_step_seconds
 from experiments.tracking.loggers import JsonlLogger
 
 CENTRE = {"size": "tiny", "rows": 128, "tokens": 64}
@@ -57,12 +50,6 @@ def points(axes: dict[str, list]) -> list[dict]:
             if p not in out:
                 out.append(p)
     return out
-
-
-def model_step_s(rows: int, tokens: int, size: str) -> float:
-    """The projection's per-step seconds for full-length responses (its RESPONSE_FILL set to 1)."""
-    per_token = SAMPLE_S_PER_TOKEN + 2 * SCORE_S_PER_TOKEN + TRAIN_S_PER_TOKEN
-    return rows * tokens * per_token * SIZE_FACTOR[size]
 
 
 def step_seconds(point: dict, repeats: int, root: Path) -> float:
@@ -124,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for i, p in enumerate(grid, 1):
             measured = step_seconds(p, args.repeats, Path(d))
-            model = model_step_s(p["rows"], p["tokens"], p["size"])
+            model = rl_step_seconds(p["rows"], p["tokens"], p["size"])  # full-length responses, one epoch
             rows.append({**p, "step_s": round(measured, 2), "model_s": round(model, 2), "ratio": measured / model})
             print(f"[{i}/{len(grid)}] {p}: {measured:.2f} s per step (model {model:.2f} s)", flush=True)
     table = pd.DataFrame(rows)

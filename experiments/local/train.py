@@ -146,16 +146,22 @@ class Trainer:
         logits, the fixed tau whose mean token entropy equals EAD's behaviour entropy (bisection on log tau,
         ``ead_core.schedules.calibration``). A function of (seed, step, weights): a resumed run recalibrates the same.
         """
-        cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, step, _CALIBRATION])
-        problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
-        rows, _ = group_prompts([p.prompt for p in problems], 2)
-        g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
-        r = sample(self.model, self.tok, rows, self.schedule, step, cfg.max_new_tokens, g)
+        _, rows, _, g = self._draw(step, _CALIBRATION, per_prompt=2)
+        r = sample(self.model, self.tok, rows, self.schedule, step, self.cfg.max_new_tokens, g)
         logits = response_logits(self.model, r)
         positions = torch.arange(logits.shape[1], dtype=torch.float32, device=logits.device)
         mask = r.response_mask[:, : logits.shape[1]]
         return matched_fixed_schedule(self.schedule, logits, positions, step, mask=mask)
+
+    def _draw(self, step: int, stream: int, per_prompt: int) -> tuple[list[Problem], list[str], np.ndarray, Any]:
+        """``prompts_per_step`` training problems drawn from the (seed, step, stream) generator, their prompts repeated
+        ``per_prompt`` times (rows and group index) and a sampling generator seeded from the same draw."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step, stream])
+        problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
+        rows, index = group_prompts([p.prompt for p in problems], per_prompt)
+        g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        return problems, rows, index, g
 
     # --- checkpoints ---------------------------------------------------------------------------
     @property
@@ -208,13 +214,9 @@ class Trainer:
 
     # --- one RL step ---------------------------------------------------------------------------
     def rollout(self, step: int) -> tuple[list[Problem], Rollout, np.ndarray, torch.Tensor, float]:
-        cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, step, _PROMPTS])
-        problems = [self.pool[i] for i in rng.choice(len(self.pool), cfg.prompts_per_step, replace=False)]
-        rows, index = group_prompts([p.prompt for p in problems], cfg.rollouts_per_prompt)
-        g = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+        problems, rows, index, g = self._draw(step, _PROMPTS, per_prompt=self.cfg.rollouts_per_prompt)
         t0 = time.perf_counter()
-        r = sample(self.model, self.tok, rows, self.schedule_at(step), step, cfg.max_new_tokens, g)
+        r = sample(self.model, self.tok, rows, self.schedule_at(step), step, self.cfg.max_new_tokens, g)
         gen_s = time.perf_counter() - t0
         rewards = torch.tensor([self.task.verify(problems[i], t) for i, t in zip(index, r.texts)], device=self.device)
         return problems, r, index, rewards, gen_s

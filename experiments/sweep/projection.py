@@ -60,12 +60,18 @@ def warm_start_seconds(ws: WarmStartConfig, response_tokens: float) -> float:
     return ws.steps * ws.batch_size * (PROMPT_TOKENS + response_tokens) * TRAIN_S_PER_TOKEN * SIZE_FACTOR[ws.size]
 
 
+def rl_step_seconds(rows: int, tokens: float, size: str = "tiny", ppo_epochs: int = 1) -> float:
+    """Projected one-core seconds of one RL step: ``rows`` responses of ``tokens`` sampled, scored twice (old and
+    behaviour log-probs) and trained on ``ppo_epochs`` times."""
+    per_token = SAMPLE_S_PER_TOKEN + 2 * SCORE_S_PER_TOKEN + ppo_epochs * TRAIN_S_PER_TOKEN
+    return rows * tokens * per_token * SIZE_FACTOR[size]
+
+
 def job_cost(cfg: RLVRConfig, warm_start_needed: bool) -> JobCost:
     """Projected one-core seconds of one local training job."""
     size = SIZE_FACTOR[cfg.size]
     tokens = _tokens(cfg)
-    rows = cfg.prompts_per_step * cfg.rollouts_per_prompt
-    per_step = rows * tokens * (SAMPLE_S_PER_TOKEN + 2 * SCORE_S_PER_TOKEN + cfg.ppo_epochs * TRAIN_S_PER_TOKEN)
+    per_step = rl_step_seconds(cfg.prompts_per_step * cfg.rollouts_per_prompt, tokens, "tiny", cfg.ppo_epochs)
     decoders = 1 if own_is_common_decoder(cfg.sampling.schedule()) else 2
     evals = len(set(range(0, cfg.steps, cfg.eval_interval)) | {cfg.steps})
     per_eval = cfg.eval_prompts * (decoders * cfg.eval_k + 1) * tokens * SAMPLE_S_PER_TOKEN
