@@ -1,6 +1,7 @@
 """Regenerate every figure and table the runs of an MLflow experiment support, and log them to a figures run.
 
     python -m analysis.figures --experiment default [--out outputs/figures/default] [--tracking-uri URI]
+                               [--decoder eval_t1|eval]
 
 Loads the experiment's runs once (bulk queries, ``analysis.mlflow_loader``), draws each figure family of
 ``analysis.plots`` its runs support (PNG and PDF), writes the final-metrics table (Markdown and LaTeX), logs every file
@@ -13,11 +14,17 @@ Figures (file names): schedule_curves (needs no runs), effective_schedule, entro
 entropy_by_position_training (training runs' last evaluation), branching, training_pass_worst,
 training_pass_worst_bootstrap, training_dynamics (Mean@k, entropy, response length), tis_ablation, decay_ablation,
 inference_scaling, rollout_scaling; tables: final_metrics.{md,tex}.
+
+Evaluation metrics (Pass@k, Worst@k, Mean@k and their bootstrap variants) are those of the common decoder by default:
+every run scored at temperature 1.0 whatever it trained with (``eval_t1/*``), so conditions are compared on the same
+footing; ``--decoder eval`` shows each run scored with its own sampler instead (``eval/*``). Every label and title
+says which decoder it shows; greedy accuracy is its own decoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,9 +44,9 @@ from analysis.mlflow_loader import (
     missing_metrics,
 )
 from analysis.plots import NoData
-from analysis.stats import metric_keys
+from analysis.stats import COMMON_DECODER, DECODERS, decoder_note, metric_keys, with_decoder
 from analysis.style import save
-from analysis.tables import final_metrics_table, format_table, to_latex, to_markdown
+from analysis.tables import DEFAULT_TABLE_METRICS, final_metrics_table, format_table, to_latex, to_markdown
 from experiments.tracking import safe_name
 
 # Every metric a training figure or table may use (names of analysis.stats.METRICS).
@@ -90,11 +97,14 @@ def _studies(runs: pd.DataFrame, job: str) -> pd.DataFrame:
 
 
 def build_figures(
-    runs: pd.DataFrame, client: Any, width: str = "double"
+    runs: pd.DataFrame, client: Any, width: str = "double", decoder: str = COMMON_DECODER
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], pd.DataFrame]], list[str]]:
     """Figure builders (name -> zero-argument function returning a Figure or raising NoData) and table builders for
-    the runs, sharing one bulk load of the training metrics; plus notes on metrics some runs lack."""
+    the runs, sharing one bulk load of the training metrics; plus notes on metrics some runs lack. Evaluation panels
+    use ``decoder`` (default: the common decoder, temperature 1.0 for every condition); their labels say which."""
     train = _studies(runs, "train")
+    dec = functools.partial(with_decoder, decoder=decoder)
+    said = decoder_note(decoder)
     notes: list[str] = []
     cache: dict[str, pd.DataFrame] = {}
 
@@ -102,7 +112,7 @@ def build_figures(
         if "long" not in cache:
             if train.empty:
                 raise NoData("no finished training runs (job=train)")
-            keys = metric_keys(TRAIN_METRICS, train)
+            keys = metric_keys(dec(TRAIN_METRICS), train)
             cache["long"] = load_metrics([], keys, runs=train, client=client)
             gone = missing_metrics(cache["long"], train, keys)
             gone = gone[_own_k(gone, train)] if not gone.empty else gone
@@ -123,7 +133,9 @@ def build_figures(
 
     def entropy_training() -> Any:
         t = table("train", "entropy_by_position", steps="last")
-        title = "Policy entropy against response position (last evaluation of each training run, pooled per condition)"
+        title = (
+            "Policy entropy against response position (own sampler's samples at each training run's last evaluation)"
+        )
         return plots.entropy_by_position(t, width=width, title=title)
 
     figures: dict[str, Callable[[], Any]] = {
@@ -133,20 +145,28 @@ def build_figures(
         "entropy_by_position_training": entropy_training,
         "branching": lambda: plots.branching(table("branching", "branching"), width=width),
         "training_pass_worst": lambda: plots.training_curves(
-            long(), ("pass", "worst"), width=width, title="Pass@{k} and Worst@{k} (unbiased)"
+            long(), dec(["pass", "worst"]), width=width, title=f"Pass@{{k}} and Worst@{{k}} (unbiased), {said}"
         ),
         "training_pass_worst_bootstrap": lambda: plots.training_curves(
-            long(), ("boot_pass", "boot_worst"), width=width, title="Pass@{k} and Worst@{k} (bootstrap, verl style)"
+            long(),
+            dec(["boot_pass", "boot_worst"]),
+            width=width,
+            title=f"Pass@{{k}} and Worst@{{k}} (bootstrap, verl style), {said}",
         ),
         "training_dynamics": lambda: plots.training_curves(
-            long(), ("mean", "entropy", "length"), width=width, title="Mean@{k}, entropy and response length"
+            long(),
+            dec(["mean", "entropy", "length"]),
+            width=width,
+            title=f"Mean@{{k}} ({said}), entropy and response length",
         ),
-        "tis_ablation": lambda: plots.tis_ablation(long(), width=width),
-        "decay_ablation": lambda: plots.decay_ablation(long(), width=width),
+        "tis_ablation": lambda: plots.tis_ablation(long(), dec(["worst", "clipfrac", "grad_norm"]), width=width),
+        "decay_ablation": lambda: plots.decay_ablation(long(), dec(["pass"])[0], width=width),
         "inference_scaling": lambda: plots.inference_scaling(table("inference", "infer_scaling"), width=width),
-        "rollout_scaling": lambda: plots.rollout_scaling(long(), width=width),
+        "rollout_scaling": lambda: plots.rollout_scaling(long(), dec(["pass"])[0], width=width),
     }
-    tables: dict[str, Callable[[], pd.DataFrame]] = {"final_metrics": lambda: final_metrics_table(long())}
+    tables: dict[str, Callable[[], pd.DataFrame]] = {
+        "final_metrics": lambda: final_metrics_table(long(), dec(DEFAULT_TABLE_METRICS))
+    }
     return figures, tables, notes
 
 
@@ -167,6 +187,7 @@ def make_figures(
     all_runs: bool = False,
     log_run: bool = True,
     width: str = "double",
+    decoder: str = COMMON_DECODER,
 ) -> Report:
     """Draw every figure and table the experiments' runs support into ``out_dir``; log them to a figures run.
 
@@ -182,7 +203,7 @@ def make_figures(
             report.notes.append(f"{n} {status} run(s) left out (--all-runs includes them)")
         runs = runs[runs["status"] == "FINISHED"]
     out = Path(out_dir)
-    figures, tables, notes = build_figures(runs, client, width)
+    figures, tables, notes = build_figures(runs, client, width, decoder)
     for name, build in figures.items():
         fig = _attempt(report, name, build)
         if fig is not None:
@@ -197,7 +218,7 @@ def make_figures(
         shown = format_table(frame)
         md, tex = out / f"{name}.md", out / f"{name}.tex"
         md.write_text(to_markdown(shown))
-        caption = f"Final metrics per condition ({', '.join(names)}): mean ± 95% CI over seeds"
+        caption = f"Final metrics per condition ({', '.join(names)}; {decoder_note(decoder)}): mean ± 95% CI over seeds"
         tex.write_text(to_latex(shown, caption=caption, label=f"tab:{safe_name(name)}"))
         report.made[name] = [md, tex]
     report.notes += notes
@@ -234,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all-runs", action="store_true", help="include RUNNING / FAILED / KILLED runs")
     p.add_argument("--width", choices=["single", "double"], default="double", help="column width of the figures")
     p.add_argument("--no-log", action="store_true", help="do not log the files to a figures run in MLflow")
+    p.add_argument(
+        "--decoder", choices=sorted(DECODERS), default=COMMON_DECODER,
+        help="decoder of the evaluation panels: eval_t1 (T=1.0 for every condition, default) or eval (own sampler)",
+    )  # fmt: skip
     ns = p.parse_args(argv)
     import matplotlib
 
@@ -241,7 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(ns.out or Path("outputs") / "figures" / safe_name("+".join(ns.experiment)))
     try:
         report = make_figures(
-            ns.experiment, out, ns.tracking_uri, all_runs=ns.all_runs, log_run=not ns.no_log, width=ns.width
+            ns.experiment,
+            out,
+            ns.tracking_uri,
+            all_runs=ns.all_runs,
+            log_run=not ns.no_log,
+            width=ns.width,
+            decoder=ns.decoder,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

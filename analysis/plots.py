@@ -225,7 +225,7 @@ def _curve_grid(
                 ax.xaxis.label.set_visible(ax.get_subplotspec().is_last_row())  # the text stays (say, for tests)
                 ax.set_title(f"{label} · {f}" if f != "" else label)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                if name in ("pass", "worst", "mean", "boot_pass", "boot_worst", "greedy"):
+                if METRICS[name].is_rate:
                     ax.set_ylim(-0.03, 1.03)
         used = {c: colors[c] for c in colors if c in set(long[hue])}
         _legend(fig, used, styles)

@@ -26,27 +26,50 @@ DERIVED = {"key", "step", "value", "timestamp", "table_step", "panel", "tis", "s
 PANEL_KEYS = ["algorithm.name", "size"]
 
 
+# The decoders every evaluation scores with (local and verl backends alike): metric prefix -> what a label says.
+# ``eval_t1`` is the common decoder (temperature 1.0 for every condition, whatever it trained with), so figures and
+# tables compare conditions under it by default; ``eval`` is each run's own sampler (EAD scored with EAD).
+DECODERS = {"eval_t1": "T=1.0", "eval": "own sampler"}
+COMMON_DECODER = "eval_t1"
+OWN_PREFIX = "own_"  # metric name prefix of the own-sampler variants: "own_pass" is Pass@k under the run's sampler
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A plotted quantity: the MLflow key (``{k}`` is the run's eval_k) and its axis label."""
+    """A plotted quantity: the MLflow key (``{k}`` is the run's eval_k) and its axis label; sampled-evaluation
+    metrics name their decoder, and the label says it ('Pass@16 (T=1.0)', 'Pass@16 (bootstrap; own sampler)')."""
 
     key: str
     label: str
+    decoder: str | None = None
 
     def key_for(self, k: int) -> str:
         return self.key.format(k=k)
 
     def label_for(self, k: int | None) -> str:
-        return self.label.format(k=k if k is not None else "k")
+        text = self.label.format(k=k if k is not None else "k")
+        if self.decoder is None:
+            return text
+        said = DECODERS[self.decoder]
+        return f"{text[:-1]}; {said})" if text.endswith(")") else f"{text} ({said})"
+
+    @property
+    def is_rate(self) -> bool:
+        """A fraction of prompts or samples (plotted on [0, 1])."""
+        return self.key.startswith("eval")
 
 
-# One name per quantity; unbiased and bootstrap estimators never share a label.
+_SAMPLED = {
+    "pass": ("pass_at_{k}", "Pass@{k}"),
+    "worst": ("worst_at_{k}", "Worst@{k}"),
+    "mean": ("mean_at_{k}", "Mean@{k}"),
+    "boot_pass": ("boot_best_at_{k}", "Pass@{k} (bootstrap)"),
+    "boot_worst": ("boot_worst_at_{k}", "Worst@{k} (bootstrap)"),
+}
+# One name per quantity; unbiased and bootstrap estimators never share a label, nor do two decoders.
 METRICS: dict[str, Metric] = {
-    "pass": Metric("eval/pass_at_{k}", "Pass@{k}"),
-    "worst": Metric("eval/worst_at_{k}", "Worst@{k}"),
-    "mean": Metric("eval/mean_at_{k}", "Mean@{k}"),
-    "boot_pass": Metric("eval/boot_best_at_{k}", "Pass@{k} (bootstrap)"),
-    "boot_worst": Metric("eval/boot_worst_at_{k}", "Worst@{k} (bootstrap)"),
+    **{n: Metric(f"{COMMON_DECODER}/{key}", label, COMMON_DECODER) for n, (key, label) in _SAMPLED.items()},
+    **{OWN_PREFIX + n: Metric(f"eval/{key}", label, "eval") for n, (key, label) in _SAMPLED.items()},
     "greedy": Metric("eval_greedy/accuracy", "greedy accuracy"),
     "entropy": Metric("train/entropy", "entropy (train rollouts)"),
     "length": Metric("train/response_length", "response length (tokens)"),
@@ -55,6 +78,25 @@ METRICS: dict[str, Metric] = {
     "reward": Metric("train/reward_mean", "train reward"),
     "is_truncated": Metric("train/is_truncated_frac", "TIS truncated fraction"),
 }
+
+
+def with_decoder(names: Sequence[str], decoder: str) -> list[str]:
+    """The metric names scored with ``decoder`` (a key of DECODERS): sampled-evaluation names switch to that
+    decoder's variant ('pass' -> 'own_pass' for ``eval``), the others stay."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+    out = []
+    for n in names:
+        base = n.removeprefix(OWN_PREFIX)
+        out.append(n if base not in _SAMPLED else (base if decoder == COMMON_DECODER else OWN_PREFIX + base))
+    return out
+
+
+def decoder_note(decoder: str) -> str:
+    """What a figure's title says about the decoder of its evaluation panels."""
+    if decoder == COMMON_DECODER:
+        return "evaluated at T=1.0 for every condition"
+    return "evaluated with each run's own sampler"
 
 
 def eval_ks(runs: pd.DataFrame) -> list[int]:

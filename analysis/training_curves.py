@@ -4,8 +4,9 @@ mean over seeds with a 95% confidence band (``analysis.plots.training_curves``; 
     python -m analysis.training_curves --experiment default --out figures/
     python -m analysis.training_curves --experiment paper_grid --out figures/ --tracking-uri http://host:5000
 
-k is the runs' ``eval_k`` (16 by default; the metrics are the unbiased ``eval/pass_at_<k>`` and
-``eval/worst_at_<k>``). One column of panels per algorithm and model size. Writes
+k is the runs' ``eval_k`` (16 by default; the metrics are the unbiased ``eval_t1/pass_at_<k>`` and
+``eval_t1/worst_at_<k>``: every run scored at temperature 1.0, whatever it trained with; ``--decoder eval`` plots
+``eval/*``, each run scored with its own sampler). One column of panels per algorithm and model size. Writes
 ``<out>/training_curves_<experiment>.png`` (and ``.pdf``) and the tidy data it plotted as
 ``<out>/training_curves_<experiment>.csv``, and prints the paths.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 
 from analysis.mlflow_loader import client_for, load_metrics, load_runs
 from analysis.plots import NoData, training_curves
-from analysis.stats import eval_ks, metric_keys, select_metric
+from analysis.stats import COMMON_DECODER, DECODERS, decoder_note, eval_ks, metric_keys, select_metric, with_decoder
 from analysis.style import save
 from experiments.tracking import safe_name
 
@@ -39,7 +40,12 @@ def eval_k(runs: pd.DataFrame, k: int | None) -> int:
 
 
 def make_figure(
-    experiment: str, out_dir: str | Path, tracking_uri: str | None = None, k: int | None = None, all_runs: bool = False
+    experiment: str,
+    out_dir: str | Path,
+    tracking_uri: str | None = None,
+    k: int | None = None,
+    all_runs: bool = False,
+    decoder: str = COMMON_DECODER,
 ) -> tuple[Path, Path]:
     """Load the experiment's training runs and their Pass@k / Worst@k histories from MLflow, plot, save; return
     (png, csv)."""
@@ -50,10 +56,11 @@ def make_figure(
         raise ValueError(f"experiment {experiment!r} has no {which} in {client.tracking_uri}")
     k = eval_k(runs, k)
     runs = runs.assign(eval_k=k)  # plot this k for every run
-    data = load_metrics(experiment, metric_keys(["pass", "worst"], runs), runs=runs, client=client)
-    data = pd.concat([select_metric(data, "pass"), select_metric(data, "worst")])
+    names = with_decoder(["pass", "worst"], decoder)
+    data = load_metrics(experiment, metric_keys(names, runs), runs=runs, client=client)
+    data = pd.concat([select_metric(data, n) for n in names])
     try:
-        fig = training_curves(data, ("pass", "worst"), title=f"{experiment} ({len(runs)} runs)")
+        fig = training_curves(data, names, title=f"{experiment} ({len(runs)} runs), {decoder_note(decoder)}")
     except NoData as e:
         raise ValueError(f"runs of {experiment!r}: {e}") from None
     out = Path(out_dir)
@@ -72,10 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     p.add_argument("--k", type=int, default=None, help="k of Pass@k / Worst@k (default: the runs' eval_k)")
     p.add_argument("--all", action="store_true", help="include unfinished runs (default: FINISHED only)")
+    p.add_argument(
+        "--decoder", choices=sorted(DECODERS), default=COMMON_DECODER,
+        help="eval_t1: every run scored at T=1.0 (default); eval: each run scored with its own sampler",
+    )  # fmt: skip
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        png, csv = make_figure(ns.experiment, ns.out, ns.tracking_uri, ns.k, ns.all)
+        png, csv = make_figure(ns.experiment, ns.out, ns.tracking_uri, ns.k, ns.all, ns.decoder)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

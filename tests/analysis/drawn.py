@@ -13,6 +13,8 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats
 
+from analysis.stats import METRICS
+
 
 def expected_curve(rows: pd.DataFrame, x: str = "step", value: str = "value") -> pd.DataFrame:
     """Per x: mean over the rows (seeds), n, and the 95% t interval mean -/+ t(0.975, n-1) sd / sqrt(n) (n >= 2)."""
@@ -70,12 +72,8 @@ def rows_of(long: pd.DataFrame, key: str, **where: Any) -> pd.DataFrame:
     return rows
 
 
-KEY_OF_LABEL = {
-    "Pass@2": "eval/pass_at_2", "Worst@2": "eval/worst_at_2", "Mean@2": "eval/mean_at_2",
-    "Pass@2 (bootstrap)": "eval/boot_best_at_2", "Worst@2 (bootstrap)": "eval/boot_worst_at_2",
-    "entropy (train rollouts)": "train/entropy", "response length (tokens)": "train/response_length",
-    "clip fraction": "train/pg_clipfrac", "gradient norm": "train/grad_norm",
-}  # fmt: skip
+# What a label on the smoke store's figures (eval_k = 2) shows: 'Pass@2 (T=1.0)' is eval_t1/pass_at_2.
+KEY_OF_LABEL = {m.label_for(2): m.key_for(2) for m in METRICS.values()}
 
 
 def training_expectation(fig: Figure, ax: Any, long: pd.DataFrame) -> dict[str, pd.DataFrame]:

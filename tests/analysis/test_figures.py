@@ -60,4 +60,4 @@ def test_all_runs_includes_unfinished_ones(store: dict[str, Any], tmp_path: Path
     out = capsys.readouterr().out
     assert "left out" not in out
     # The killed and crashed runs logged one eval metric before they stopped: reported, not fatal.
-    assert "note: 2 of 16 training run(s) never logged eval/worst_at_2" in out
+    assert "note: 2 of 16 training run(s) never logged eval_t1/worst_at_2" in out

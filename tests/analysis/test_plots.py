@@ -19,11 +19,12 @@ from matplotlib.figure import Figure
 from analysis import plots
 from analysis.mlflow_loader import load_metrics, load_runs, load_tables
 from analysis.plots import NoData
-from analysis.stats import metric_keys
+from analysis.stats import metric_keys, with_decoder
 from analysis.style import FIXED_COLORS
 from tests.analysis.drawn import assert_drawn, expected_curve, held, rows_of, single, training_expectation
 
 ALL = ["pass", "worst", "mean", "boot_pass", "boot_worst", "greedy", "entropy", "length", "clipfrac", "grad_norm"]
+ALL += ["own_pass"]  # the own-sampler Pass@k, for the decoder test
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +212,15 @@ def test_training_curves_panel_per_algorithm_with_the_runs_eval_k(long: pd.DataF
     fig = plots.training_curves(long, ("pass", "worst"), title="Pass@{k}")
     axes = fig.axes
     assert len(axes) == 4  # rows Pass/Worst x columns dapo/grpo
-    assert [ax.get_title() for ax in axes] == ["Pass@2 · dapo · tiny", "Pass@2 · grpo · tiny",
-                                               "Worst@2 · dapo · tiny", "Worst@2 · grpo · tiny"]  # fmt: skip
-    assert [ax.get_ylabel() for ax in axes] == ["Pass@2", "Pass@2", "Worst@2", "Worst@2"]
+    assert [ax.get_title() for ax in axes] == [
+        f"{m}@2 (T=1.0) · {a} · tiny" for m in ("Pass", "Worst") for a in ("dapo", "grpo")
+    ]
+    assert [ax.get_ylabel() for ax in axes] == [
+        "Pass@2 (T=1.0)",
+        "Pass@2 (T=1.0)",
+        "Worst@2 (T=1.0)",
+        "Worst@2 (T=1.0)",
+    ]
     assert all(ax.get_xlabel() == "training step" for ax in axes)
     assert "16" not in " ".join(ax.get_title() for ax in axes) and fig.get_suptitle().startswith("Pass@2")
     grpo = axes[1]
@@ -235,19 +242,34 @@ def test_training_curves_panel_per_algorithm_with_the_runs_eval_k(long: pd.DataF
 def test_unbiased_and_bootstrap_estimators_never_share_a_label(long: pd.DataFrame) -> None:
     fig = plots.training_curves(long, ("pass", "boot_pass", "worst", "boot_worst"))
     ylabels = [ax.get_ylabel() for ax in fig.axes[::2]]
-    assert ylabels == ["Pass@2", "Pass@2 (bootstrap)", "Worst@2", "Worst@2 (bootstrap)"]
+    assert ylabels == ["Pass@2 (T=1.0)", "Pass@2 (bootstrap; T=1.0)", "Worst@2 (T=1.0)", "Worst@2 (bootstrap; T=1.0)"]
     titles = [ax.get_title() for ax in fig.axes]
     assert len(set(titles)) == len(titles) == 8
     unbiased = {t for t in titles if "bootstrap" not in t}
-    assert unbiased and all(t.replace("@2", "@2 (bootstrap)", 1) in titles for t in unbiased)
+    assert unbiased and all(t.replace("@2 (", "@2 (bootstrap; ", 1) in titles for t in unbiased)
     dynamics = plots.training_curves(long, ("mean", "entropy", "length"))
-    assert [ax.get_ylabel() for ax in dynamics.axes[::2]] == ["Mean@2", "entropy (train rollouts)",
+    assert [ax.get_ylabel() for ax in dynamics.axes[::2]] == ["Mean@2 (T=1.0)", "entropy (train rollouts)",
                                                               "response length (tokens)"]  # fmt: skip
+
+
+def test_evaluation_panels_show_the_decoder_they_name(long: pd.DataFrame) -> None:
+    """The smoke store's own-sampler and T=1.0 scores are both 0 (tiny policy), so here they are made to differ: the
+    default panel draws eval_t1's curve under a 'T=1.0' label, the own-sampler panel eval's under 'own sampler'."""
+    own = long["key"] == "eval/pass_at_2"
+    moved = long.assign(value=long["value"].where(~own, long["value"] + 0.5))
+    for names, label, key in [(["pass"], "Pass@2 (T=1.0)", "eval_t1/pass_at_2"),
+                              (with_decoder(["pass"], "eval"), "Pass@2 (own sampler)", "eval/pass_at_2")]:  # fmt: skip
+        fig = plots.training_curves(moved, names)
+        grpo = next(ax for ax in fig.axes if "grpo" in ax.get_title())
+        assert grpo.get_ylabel() == label
+        line = next(ln for ln in grpo.get_lines() if ln.get_label() == "EAD, TIS on")
+        rows = rows_of(moved, key, **{"algorithm.name": "grpo", "condition": "EAD", "tis.enabled": True}, **held(fig))
+        assert np.allclose(line.get_ydata(), expected_curve(rows)["mean"]), key
 
 
 def test_tis_ablation(long: pd.DataFrame) -> None:
     fig = plots.tis_ablation(long)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["Worst@2", "clip fraction", "gradient norm"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["Worst@2 (T=1.0)", "clip fraction", "gradient norm"]
     # Only conditions run with and without TIS (grpo: EAD and fixed 1.0); TIS off dashed.
     for ax in fig.axes:
         assert sorted(labels(ax)) == ["EAD, TIS off", "EAD, TIS on", "fixed 1.0, TIS off", "fixed 1.0, TIS on"]
@@ -260,7 +282,7 @@ def test_tis_ablation(long: pd.DataFrame) -> None:
 def test_decay_ablation(long: pd.DataFrame) -> None:
     fig = plots.decay_ablation(long)
     (ax,) = fig.axes
-    assert ax.get_xlabel() == "d0 (initial decay)" and ax.get_ylabel() == "final Pass@2"
+    assert ax.get_xlabel() == "d0 (initial decay)" and ax.get_ylabel() == "final Pass@2 (T=1.0)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "8", "16"] and ax.get_xscale() == "linear"
     assert "fixed 1.0" in labels(ax)  # a reference line per other sampler
     assert color_of(ax, "fixed 1.0") == FIXED_COLORS["fixed 1.0"]
@@ -272,7 +294,7 @@ def test_decay_ablation(long: pd.DataFrame) -> None:
 def test_rollout_scaling(long: pd.DataFrame) -> None:
     fig = plots.rollout_scaling(long)
     assert [ax.get_title() for ax in fig.axes] == ["EAD · grpo · tiny", "fixed 1.0 · grpo · tiny"]
-    assert all(labels(ax) == ["n = 2", "n = 4"] and ax.get_ylabel() == "Pass@2" for ax in fig.axes)
+    assert all(labels(ax) == ["n = 2", "n = 4"] and ax.get_ylabel() == "Pass@2 (T=1.0)" for ax in fig.axes)
     assert "tis.enabled=True" in fig.get_suptitle()  # held at the value both rollout counts were run with
     with pytest.raises(NoData, match="rollouts_per_prompt"):
         plots.rollout_scaling(long[long["rollouts_per_prompt"] == 2])

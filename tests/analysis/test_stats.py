@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats import METRICS, final_values, mean_ci, metric_keys, modal_subset, select_metric, setting_keys
+from analysis.stats import (
+    METRICS,
+    final_values,
+    mean_ci,
+    metric_keys,
+    modal_subset,
+    select_metric,
+    setting_keys,
+    with_decoder,
+)
 
 
 def test_mean_ci_is_the_t_interval_over_seeds() -> None:
@@ -47,14 +56,32 @@ def test_final_values_take_each_runs_last_step() -> None:
 def test_metric_names_follow_each_runs_eval_k() -> None:
     runs = pd.DataFrame({"run_id": ["a", "b"], "eval_k": [2, 16]})
     assert metric_keys(["pass", "boot_pass"], runs) == [
-        "eval/pass_at_2", "eval/pass_at_16", "eval/boot_best_at_2", "eval/boot_best_at_16",
+        "eval_t1/pass_at_2", "eval_t1/pass_at_16", "eval_t1/boot_best_at_2", "eval_t1/boot_best_at_16",
     ]  # fmt: skip
-    long = pd.DataFrame({"run_id": ["a", "a", "b"], "eval_k": [2, 2, 16],
-                         "key": ["eval/pass_at_2", "eval/pass_at_16", "eval/pass_at_16"]})  # fmt: skip
-    assert select_metric(long, "pass")["key"].tolist() == ["eval/pass_at_2", "eval/pass_at_16"]
+    assert metric_keys(["own_pass"], runs) == ["eval/pass_at_2", "eval/pass_at_16"]
+    long = pd.DataFrame({"run_id": ["a", "a", "b", "a", "b"], "eval_k": [2, 2, 16, 2, 16],
+                         "key": ["eval/pass_at_2", "eval/pass_at_16", "eval/pass_at_16", "eval_t1/pass_at_2",
+                                 "eval_t1/pass_at_16"]})  # fmt: skip
+    assert select_metric(long, "own_pass")["key"].tolist() == ["eval/pass_at_2", "eval/pass_at_16"]
+    assert select_metric(long, "pass")["key"].tolist() == ["eval_t1/pass_at_2", "eval_t1/pass_at_16"]
     labels = {m.label_for(16) for m in METRICS.values()}
-    assert len(labels) == len(METRICS)  # no two quantities share a label
-    assert METRICS["boot_pass"].label_for(16) == "Pass@16 (bootstrap)" != METRICS["pass"].label_for(16)
+    assert len(labels) == len(METRICS)  # no two quantities share a label: estimator and decoder both said
+    assert METRICS["boot_pass"].label_for(16) == "Pass@16 (bootstrap; T=1.0)" != METRICS["pass"].label_for(16)
+    assert METRICS["pass"].label_for(16) == "Pass@16 (T=1.0)"
+    assert METRICS["own_worst"].label_for(None) == "Worst@k (own sampler)"
+    assert METRICS["greedy"].label_for(16) == "greedy accuracy"
+
+
+def test_figures_compare_conditions_under_the_common_decoder_unless_told() -> None:
+    """Issue 12 item 4: evaluation names mean the T=1.0 decoder; with_decoder switches every sampled one, and only
+    those (greedy and training metrics stay); an unknown decoder is refused by name."""
+    names = ["pass", "worst", "mean", "boot_pass", "greedy", "entropy"]
+    assert with_decoder(names, "eval_t1") == names
+    assert with_decoder(names, "eval") == ["own_pass", "own_worst", "own_mean", "own_boot_pass", "greedy", "entropy"]
+    assert with_decoder(["own_pass"], "eval_t1") == ["pass"]
+    assert all(METRICS[n].key.startswith("eval_t1/") for n in names[:4])
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        with_decoder(names, "eval_greedy")
 
 
 def test_settings_and_the_value_a_figure_holds_them_at() -> None:

@@ -15,7 +15,8 @@ from analysis.stats import metric_keys
 from analysis.tables import final_metrics_table, format_table, to_latex, to_markdown
 
 KEYS = ["algorithm.name", "size", "rollouts_per_prompt", "tis.enabled", "condition"]
-METRICS = {"Pass@2": "eval/pass_at_2", "Worst@2": "eval/worst_at_2", "Pass@2 (bootstrap)": "eval/boot_best_at_2",
+METRICS = {"Pass@2 (T=1.0)": "eval_t1/pass_at_2", "Worst@2 (T=1.0)": "eval_t1/worst_at_2",
+           "Pass@2 (bootstrap; T=1.0)": "eval_t1/boot_best_at_2",
            "greedy accuracy": "eval_greedy/accuracy", "entropy (train rollouts)": "train/entropy"}  # fmt: skip
 # The smoke store's eval metrics are all 0 (tiny policy, 2 eval prompts); train entropy differs between seeds, so the
 # intervals are checked on real spreads too.
@@ -47,7 +48,7 @@ def test_one_row_per_setting_and_condition_over_seeds(table: pd.DataFrame) -> No
     assert len(table) == 10 and not table.duplicated(KEYS).any()
     grpo = table[(table["algorithm.name"] == "grpo") & (table["rollouts_per_prompt"] == 2)]
     assert set(grpo["seeds"]) == {1, 2}  # two seeds per main condition, one per decay variant
-    assert {"Pass@2 (bootstrap) mean", "greedy accuracy mean", "Worst@2 hi"} <= set(table.columns)
+    assert {"Pass@2 (bootstrap; T=1.0) mean", "greedy accuracy mean", "Worst@2 (T=1.0) hi"} <= set(table.columns)
     assert list(table.loc[table["algorithm.name"] == "dapo", "condition"]) == ["EAD", "fixed 1.0"]
 
 
@@ -77,14 +78,14 @@ def test_markdown_and_latex_hold_the_formatted_cells(table: pd.DataFrame) -> Non
     shown = format_table(table)
     assert list(shown.columns) == [*KEYS, *METRICS, "seeds"]
     two = shown[shown["seeds"] == "2"]
-    assert two["Pass@2"].str.fullmatch(r"\d\.\d{3} ± \d+\.\d{3}").all()
-    assert shown.loc[shown["seeds"] == "1", "Pass@2"].str.fullmatch(r"\d\.\d{3}").all()
+    assert two["Pass@2 (T=1.0)"].str.fullmatch(r"\d\.\d{3} ± \d+\.\d{3}").all()
+    assert shown.loc[shown["seeds"] == "1", "Pass@2 (T=1.0)"].str.fullmatch(r"\d\.\d{3}").all()
     i = table.index.get_indexer(table.index[table["seeds"] == 2])[0]
     half = max(
-        table["Pass@2 mean"].iloc[i] - table["Pass@2 lo"].iloc[i],
-        table["Pass@2 hi"].iloc[i] - table["Pass@2 mean"].iloc[i],
+        table["Pass@2 (T=1.0) mean"].iloc[i] - table["Pass@2 (T=1.0) lo"].iloc[i],
+        table["Pass@2 (T=1.0) hi"].iloc[i] - table["Pass@2 (T=1.0) mean"].iloc[i],
     )
-    assert shown["Pass@2"].iloc[i] == f"{table['Pass@2 mean'].iloc[i]:.3f} ± {half:.3f}"
+    assert shown["Pass@2 (T=1.0)"].iloc[i] == f"{table['Pass@2 (T=1.0) mean'].iloc[i]:.3f} ± {half:.3f}"
 
     md = to_markdown(shown).splitlines()
     assert cells(md[0]) == list(shown.columns) and set("".join(cells(md[1]))) == {"-"}

@@ -155,8 +155,9 @@ def test_training_curves_notebook(analysis_store: dict[str, Any], tmp_path: Path
         for ax in fig.axes:
             assert_drawn(ax, training_expectation(fig, ax, train_long))
             drawn[ax.get_ylabel()] = drawn.get(ax.get_ylabel(), 0) + 1
-    assert drawn == dict.fromkeys(["Pass@2", "Worst@2", "Pass@2 (bootstrap)", "Worst@2 (bootstrap)", "Mean@2",
-                                   "entropy (train rollouts)", "response length (tokens)"], 2)  # fmt: skip
+    assert drawn == dict.fromkeys(["Pass@2 (T=1.0)", "Worst@2 (T=1.0)", "Pass@2 (bootstrap; T=1.0)",
+                                   "Worst@2 (bootstrap; T=1.0)", "Mean@2 (T=1.0)", "entropy (train rollouts)",
+                                   "response length (tokens)"], 2)  # fmt: skip
     # The printed table is the final-metrics table of the store's training runs, row for row.
     printed = "".join(o.get("text", "") for o in outputs[4] if o.output_type == "stream").splitlines()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in printed if line.startswith("|")]
