@@ -25,7 +25,8 @@ import numpy as np
 
 TRAIN = ["train/reward_mean", "train/response_length", "train/entropy", "train/pg_clipfrac", "train/grad_norm",
          "train/is_weight_mean", "perf/step_s"]  # fmt: skip
-EVAL = ["eval/pass_at_16", "eval/worst_at_16", "eval/mean_at_16", "eval/boot_best_at_16", "eval/boot_worst_at_16"]
+# The common decoder's metrics: what the figures show by default (the own sampler's eval/* would double the store).
+EVAL = [f"eval_t1/{m}_at_16" for m in ("pass", "worst", "mean", "boot_best", "boot_worst")]
 SAMPLERS = [("ead", 1.0), ("fixed", 0.6), ("fixed", 1.0), ("fixed", 1.2)]
 
 
