@@ -370,13 +370,14 @@ class EntropyTargetSchedule:
     """Entropy-adaptive temperature: per token, the tau in [tau_lo, tau_hi] whose softmax(z_t / tau) has entropy
     H*(t) = max(h_min, h_max exp(-t / d_s)) nats (tau = 1 before c).
 
-    Entropy grows with tau, so a vectorised bisection on log tau (``ead_core.schedules.kernels.ENTROPY_SEARCH_STEPS``
-    halvings, every row at once) finds it. Ends: a token whose entropy at tau_lo is already >= H*(t) gets exactly
-    tau_lo; one still below H*(t) at tau_hi gets exactly tau_hi. With the default tau_lo = 1 this raises the
-    temperature where the model is more confident than the target and leaves uncertain tokens alone (tau = 1, logits
-    untouched); tau_lo < 1 also cools uncertain tokens down to the target. The entropy is that of the logits the
-    sampler divides (after penalties or vLLM's own temperature T on its V1 runner; on Model Runner V2 the processor
-    divides by T first), so the behaviour distribution has entropy H*(t) whenever tau is not clipped.
+    Entropy grows with tau, so a vectorised safeguarded Newton search on log tau (at most
+    ``ead_core.schedules.kernels.ENTROPY_SEARCH_STEPS`` iterations, every row at once) finds it. Ends: a token whose
+    entropy at tau_lo is already >= H*(t) gets exactly tau_lo; one still below H*(t) at tau_hi gets exactly tau_hi.
+    With the default tau_lo = 1 this raises the temperature where the model is more confident than the target and
+    leaves uncertain tokens alone (tau = 1, logits untouched); tau_lo < 1 also cools uncertain tokens down to the
+    target. The entropy is that of the logits the sampler divides (after penalties or vLLM's own temperature T on
+    its V1 runner; on Model Runner V2 the processor divides by T first), so the behaviour distribution has entropy
+    H*(t) whenever tau is not clipped.
     """
 
     h_max: float

@@ -18,11 +18,11 @@ interface and a registration (engine argument or entry point) names one class:
 Either way the per-slot parameters live in arrays (``kernel_args`` of the request's schedule: a kind code and six
 numbers) and ``apply`` is vectorised through the kernels of ``ead_core.schedules.kernels``, the ones the schedule
 classes use: EAD, fixed and plain rows take one ``anneal_temperature`` call as before; reverse, linear and cosine
-rows their own kernel; ``entropy_target`` rows solve their temperature from this step's logits (a bisection on log
-tau over those rows at once). Dividing by a positive number commutes with vLLM's temperature, so the behaviour
-policy is softmax(z / (T * tau_t)). For ``entropy_target`` the temperature is solved on z / T on both runners (the
-V1 runner applies T before custom processors; on Model Runner V2 the processor divides by the request's T itself
-before solving), so the two runners sample from the same distribution.
+rows their own kernel; ``entropy_target`` rows solve their temperature from this step's logits (a safeguarded Newton
+search on log tau over those rows at once). Dividing by a positive number commutes with vLLM's temperature, so
+the behaviour policy is softmax(z / (T * tau_t)). For ``entropy_target`` the temperature is solved on z / T on both
+runners (the V1 runner applies T before custom processors; on Model Runner V2 the processor divides by the request's
+T itself before solving), so the two runners sample from the same distribution.
 
 Registration: the engine argument ``logits_processors=[EADLogitsProcessor]`` (or the string
 ``"ead_core.vllm_processor:EADLogitsProcessor"``) and the ``vllm.logits_processors`` entry point that

@@ -296,7 +296,7 @@ def test_entropy_target_same_numbers_from_numpy_torch_and_both_backends():
     assert half.dtype == torch.float32
 
 
-def test_solver_bisection_is_precise_and_handles_flat_rows():
+def test_solver_is_precise_converges_in_a_few_iterations_and_handles_flat_rows():
     z = _logits(32, 50, seed=9)
     z[0] = 0.0  # uniform row: entropy log(50) at every tau
     target = np.linspace(0.3, 3.5, 32).astype(np.float32)
@@ -305,8 +305,15 @@ def test_solver_bisection_is_precise_and_handles_flat_rows():
     inside = (tau > 0.1) & (tau < 10.0)
     np.testing.assert_allclose(h[inside], target[inside], atol=2e-5)
     assert tau[0] == 0.1  # entropy log 50 >= target already at tau_lo
-    coarse = K.solve_entropy_temperature(z, target, 0.1, 10.0, steps=4)
+    coarse = K.solve_entropy_temperature(z, target, 0.1, 10.0, steps=1)
     assert np.abs(_entropy(z, coarse)[inside] - target[inside]).max() > 1e-3  # the steps matter
+    # Newton steps: 6 iterations already reach the answer (halvings alone would leave a bracket of log(100) / 2^6)
+    few = K.solve_entropy_temperature(z, target, 0.1, 10.0, steps=6)
+    np.testing.assert_allclose(few[inside], tau[inside], rtol=2e-6)
+    np.testing.assert_allclose(_entropy(z, few)[inside], target[inside], atol=2e-5)
+    torch_few = K.solve_entropy_temperature(torch.from_numpy(z), torch.from_numpy(target), 0.1, 10.0, steps=6,
+                                            backend="torch")  # fmt: skip
+    np.testing.assert_allclose(torch_few.numpy()[inside], tau[inside], rtol=2e-6)
 
 
 # ---- the matched-entropy control ----------------------------------------------------------------------------------
