@@ -5,8 +5,22 @@
 # again. In the background, surviving a closed terminal:
 #   nohup bash scripts/reproduction.sh > reproduction.log 2>&1 &
 # Extra arguments go to sweep.py (e.g. hydra.sweeper.max_batch_size=4 on a 4-core machine).
+#
+# Across machines: every finished run's record (params, metrics, tables; no checkpoint or policy) is packed into
+# results/reproduction/runs/<config hash>.tar.gz (experiments.tracking.archive) every 5 minutes and at the end;
+# commit that folder. A fresh clone unpacks it first, so the sweep backfills those runs into MLflow and trains only
+# the runs no machine has finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ARCHIVE=results/reproduction/runs
+RUNS=runs/reproduction
+archive() { .venv/bin/python -m experiments.tracking.archive "$@"; }
+
+mkdir -p "$RUNS"
+[ -d "$ARCHIVE" ] && archive restore "$ARCHIVE" "$RUNS"
+( while sleep 300; do archive save "$RUNS" "$ARCHIVE" > /dev/null || true; done ) &
+SAVER=$!
+trap 'kill $SAVER 2>/dev/null || true; archive save "$RUNS" "$ARCHIVE" || true' EXIT
 
 for attempt in 1 2 3; do  # a failed job fails the sweep; the rerun resumes it (and skips what finished)
   echo "== reproduction sweep, attempt $attempt: $(date -u +%FT%TZ)"

@@ -37,7 +37,7 @@ from ead_core.schedule import FixedMatchedSchedule, Schedule
 from ead_core.schedules.calibration import matched_fixed_schedule
 from ead_core.tis import truncated_is_weights
 from experiments.local.config import RLVRConfig
-from experiments.local.evaluation import evaluate
+from experiments.local.evaluation import evaluate, shared_eval_key
 from experiments.local.policy import load_policy, resolve_device
 from experiments.local.rollout import (
     Rollout,
@@ -48,7 +48,7 @@ from experiments.local.rollout import (
     sequence_logprobs,
 )
 from experiments.local.tasks import Problem, make_task
-from experiments.local.warmstart import warm_start
+from experiments.local.warmstart import default_cache_dir, warm_start
 from experiments.tracking.hashing import flat_params
 from experiments.tracking.loggers import JsonlLogger, MultiLogger, RunLogger
 
@@ -311,7 +311,15 @@ class Trainer:
         }
 
     def evaluate(self, step: int) -> dict[str, float]:
+        """Evaluate the current weights. At step 0 (the start policy, shared by every condition of a seed) the common
+        decoders' results are shared through the cache directory: one run of the seed computes them, the others
+        read the same numbers (``experiments.local.evaluation.evaluate``, argument ``shared``)."""
         cfg = self.cfg
+        seed = int(np.random.default_rng([cfg.seed, step, _EVAL]).integers(2**62))
+        shared = None
+        if step == 0:
+            key = shared_eval_key(self.model, self.eval_set, cfg.eval_k, cfg.max_new_tokens, seed, step)
+            shared = (default_cache_dir() / "evals", key)
         with seeded_torch_rng(cfg.seed, step, _TORCH_EVAL):
             metrics, tables = evaluate(
                 self.model,
@@ -321,8 +329,9 @@ class Trainer:
                 self.schedule_at(step),
                 step,
                 cfg.max_new_tokens,
-                seed=int(np.random.default_rng([cfg.seed, step, _EVAL]).integers(2**62)),
+                seed=seed,
                 k=cfg.eval_k,
+                shared=shared,
             )
         for name, rows in tables.items():
             self.logger.log_table(name, rows, step=step)

@@ -96,8 +96,14 @@ def test_training_curves_figure_from_the_server(sweep: dict[str, Any], tmp_path:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     data = pd.read_csv(tmp_path / "training_curves_smoke.csv")
     assert set(data["condition"]) == {"EAD", "fixed 1.0"}
-    assert sorted(data["key"].unique()) == ["eval/pass_at_2", "eval/worst_at_2"]
+    # By default the figure compares conditions under the common decoder (T = 1.0) ...
+    assert sorted(data["key"].unique()) == ["eval_t1/pass_at_2", "eval_t1/worst_at_2"]
     assert len(data) == 2 * 2 * 3  # runs x metrics x eval steps
+    # ... and under each run's own sampler on request.
+    own_args = ["--experiment", "smoke", "--out", str(tmp_path / "own"), "--tracking-uri", sweep["uri"]]
+    assert main([*own_args, "--decoder", "eval"]) == 0
+    own = pd.read_csv(tmp_path / "own" / "training_curves_smoke.csv")
+    assert sorted(own["key"].unique()) == ["eval/pass_at_2", "eval/worst_at_2"] and len(own) == 2 * 2 * 3
     runs = load_runs("smoke", sweep["uri"])
     assert {"run_id", "condition", "seed", "sampling.kind", "config_hash"} <= set(runs.columns)
     assert runs["seed"].tolist() == [0, 0] and runs["steps"].tolist() == [2, 2]
