@@ -19,13 +19,24 @@ ROOT=$PWD
 
 bash scripts/install.sh main
 
-# The jobs run one after the other in this process: let each use every core. OpenMP threads that sleep while they
-# wait (PASSIVE) degrade in proportion when another process shares the cores; spinning ones collapsed 30-100x
-# (benchmarks/bench_contention.py), which is why threads=0 means one thread unless this is set.
+# OpenMP threads that sleep while they wait (PASSIVE) degrade in proportion when another process shares the cores;
+# spinning ones collapsed 30-100x (benchmarks/bench_contention.py), which is why threads=0 means one thread unless
+# this is set.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# Jobs at once: one per core (at most 4: beyond that the runs of a seed wait on each other's shared evaluations).
+JOBS=$(nproc); JOBS=$(( JOBS > 4 ? 4 : JOBS ))
 
-echo "== sweep: .venv/bin/python sweep.py -m experiment=default $*"
-.venv/bin/python sweep.py -m experiment=default "$@"
+if [ $# -eq 0 ]; then
+  # The first run alone, on every core: it trains the warm start all nine runs share (a single-run job of the same
+  # config hash as the sweep's EAD seed-0 run, so the sweep below skips it).
+  echo "== first run: .venv/bin/python sweep.py experiment=default"
+  .venv/bin/python sweep.py experiment=default
+fi
+# The rest as local processes, $JOBS at a time, one torch thread each (threads is not part of the config hash).
+echo "== sweep: .venv/bin/python sweep.py -m experiment=default hydra/launcher=submitit_local" \
+  "hydra.sweeper.max_batch_size=$JOBS threads=1 $*"
+.venv/bin/python sweep.py -m experiment=default hydra/launcher=submitit_local "hydra.sweeper.max_batch_size=$JOBS" \
+  threads=1 "$@"
 
 # The studies on the warm start every run starts from and on the trained seed-0 policies (one per condition), with
 # the testbed's task and response length, at reduced sizes.
@@ -33,10 +44,12 @@ TRAINED=$(.venv/bin/python -m analysis.policies --experiment default --seed 0)
 POLICIES="null${TRAINED:+,$TRAINED}"
 STUDY=(task=countdown_trace max_new_tokens=128 sft_steps=300 experiment_name=default "sampling=fixed_1.0,ead_trace"
        "init_from=$POLICIES")
-echo "== study: .venv/bin/python sweep.py -m study=entropy ${STUDY[*]} study.prompts=16"
-.venv/bin/python sweep.py -m study=entropy "${STUDY[@]}" study.prompts=16
-echo "== study: .venv/bin/python sweep.py -m study=branching ${STUDY[*]} study.prompts=8 study.prefixes=[0,2,8,32]"
-.venv/bin/python sweep.py -m study=branching "${STUDY[@]}" study.prompts=8 "study.prefixes=[0,2,8,32]"
+PARALLEL=(hydra/launcher=submitit_local "hydra.sweeper.max_batch_size=$JOBS")
+echo "== study: .venv/bin/python sweep.py -m study=entropy ${STUDY[*]} study.prompts=16 ${PARALLEL[*]}"
+.venv/bin/python sweep.py -m study=entropy "${STUDY[@]}" study.prompts=16 "${PARALLEL[@]}"
+echo "== study: .venv/bin/python sweep.py -m study=branching ${STUDY[*]} study.prompts=8 study.prefixes=[0,2,8,32]" \
+  "${PARALLEL[*]}"
+.venv/bin/python sweep.py -m study=branching "${STUDY[@]}" study.prompts=8 "study.prefixes=[0,2,8,32]" "${PARALLEL[@]}"
 echo "== study: .venv/bin/python sweep.py study=schedule experiment_name=default"
 .venv/bin/python sweep.py study=schedule experiment_name=default
 
