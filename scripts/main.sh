@@ -39,17 +39,17 @@ echo "== sweep: .venv/bin/python sweep.py -m experiment=default hydra/launcher=s
   threads=1 "$@"
 
 # The studies on the warm start every run starts from and on the trained seed-0 policies (one per condition), with
-# the testbed's task and response length, at reduced sizes.
+# the testbed's task and response length, at reduced sizes. In this process, one job after the other: a study job
+# computes for ~4 s, while a job process of its own costs ~15 s of imports and the sweep's MLflow server ~16 s more
+# (measured 2026-12-04: the 8 entropy jobs took 47 s in process, 2 min 51 s as two local processes at a time).
 TRAINED=$(.venv/bin/python -m analysis.policies --experiment default --seed 0)
 POLICIES="null${TRAINED:+,$TRAINED}"
 STUDY=(task=countdown_trace max_new_tokens=128 sft_steps=300 experiment_name=default "sampling=fixed_1.0,ead_trace"
        "init_from=$POLICIES")
-PARALLEL=(hydra/launcher=submitit_local "hydra.sweeper.max_batch_size=$JOBS")
-echo "== study: .venv/bin/python sweep.py -m study=entropy ${STUDY[*]} study.prompts=16 ${PARALLEL[*]}"
-.venv/bin/python sweep.py -m study=entropy "${STUDY[@]}" study.prompts=16 "${PARALLEL[@]}"
-echo "== study: .venv/bin/python sweep.py -m study=branching ${STUDY[*]} study.prompts=8 study.prefixes=[0,2,8,32]" \
-  "${PARALLEL[*]}"
-.venv/bin/python sweep.py -m study=branching "${STUDY[@]}" study.prompts=8 "study.prefixes=[0,2,8,32]" "${PARALLEL[@]}"
+echo "== study: .venv/bin/python sweep.py -m study=entropy ${STUDY[*]} study.prompts=16"
+.venv/bin/python sweep.py -m study=entropy "${STUDY[@]}" study.prompts=16
+echo "== study: .venv/bin/python sweep.py -m study=branching ${STUDY[*]} study.prompts=8 study.prefixes=[0,2,8,32]"
+.venv/bin/python sweep.py -m study=branching "${STUDY[@]}" study.prompts=8 "study.prefixes=[0,2,8,32]"
 echo "== study: .venv/bin/python sweep.py study=schedule experiment_name=default"
 .venv/bin/python sweep.py study=schedule experiment_name=default
 

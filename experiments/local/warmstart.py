@@ -84,9 +84,12 @@ def _sft_batch(tokenizer, texts: list[tuple[str, str]]) -> tuple[torch.Tensor, t
     return input_ids, mask, label_t
 
 
+@torch.enable_grad()
 def train_sft(cfg: WarmStartConfig, progress: bool = True, device: torch.device | str = "cpu"):
     """Train the warm start from scratch (deterministic in cfg.seed) on ``device`` and return (model, tokenizer,
-    losses). The device is not part of the cache key: a GPU-trained entry serves CPU runs and the other way round."""
+    losses). The device is not part of the cache key: a GPU-trained entry serves CPU runs and the other way round.
+    Gradients are on whatever the caller's mode: a study runs under ``torch.no_grad`` and may be the first job on a
+    machine to need the warm start."""
     model, tok = build_policy(cfg.size, seed=cfg.seed)
     model.to(device)
     data = sft_data(cfg)

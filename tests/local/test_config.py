@@ -78,6 +78,18 @@ def test_stale_warm_start_cache_is_not_reused(tmp_path):
     assert json.loads((path / "warmstart.json").read_text())["split_version"] == warmstart_module.SPLIT_VERSION
 
 
+def test_warm_start_trains_under_no_grad(tmp_path):
+    """A study runs under torch.no_grad and may be the first job on a machine to need the warm start: it still trains
+    (the loss falls) instead of failing on backward."""
+    cfg = WarmStartConfig(task_knobs={"max_number": 5, "max_target": 12}, steps=4, batch_size=4, n_train=16)
+    with torch.no_grad():
+        path = warm_start(cfg, cache_dir=tmp_path, progress=False)
+    assert (path / "DONE").exists()
+    with torch.no_grad():
+        _, _, losses = warmstart_module.train_sft(cfg, progress=False)
+    assert len(losses) == 4 and losses[-1] < losses[0]
+
+
 def test_validation_warns_about_a_schedule_without_exploration():
     with pytest.warns(UserWarning, match=r"tau\(10\) = 0\.708"):
         from_dict({"sampling": {"preset": "paper", "c": 10, "d0": 25, "d_growth": 5}}).validate()
