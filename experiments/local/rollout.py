@@ -20,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ead_core.metrics import token_entropy
 from ead_core.schedule import Schedule
+from experiments.local.decode import LlamaDecoder
 
 
 @dataclass
@@ -106,8 +107,9 @@ def sample(
     the ORIGINAL response start, t = position_offset + generated so far.
 
     Work saved without changing what is computed for any row: each distinct prompt is prefilled once and its KV
-    cache copied to the rows that repeat it (a group), and a row leaves the decode batch (its cache rows are
-    dropped) once it has sampled EOS, so the batch shrinks as responses end.
+    cache copied to the rows that repeat it (a group), a row leaves the decode batch (its cache rows are
+    dropped) once it has sampled EOS, so the batch shrinks as responses end, and a Llama policy decodes on a
+    preallocated cache with fused weights (``LlamaDecoder``) instead of Hugging Face's per-token forward.
     """
     dev = model.device  # every tensor of the rollout lives where the model does (``generator`` must too)
     prompt_ids, prompt_mask = (x.to(dev) for x in encode_prompts(tokenizer, prompts))
@@ -134,8 +136,15 @@ def sample(
         u_mask = prompt_mask[first]
         out = model(input_ids=prompt_ids[first], attention_mask=u_mask, position_ids=_positions(u_mask), use_cache=True)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
-        if len(first) < b:  # one prefill per distinct prompt, its cache copied to each of its rows
+        grouped = len(first) < b  # one prefill per distinct prompt, its cache copied to each of its rows
+        # decode on a preallocated cache (experiments/local/decode.py) where the architecture allows it
+        fast = LlamaDecoder(model, prompt_ids, prompt_mask, max_new_tokens) if LlamaDecoder.supports(model) else None
+        if fast is not None:
+            fast.fill(cache, inverse if grouped else None)
+            del cache
+        elif grouped:
             cache.batch_select_indices(inverse)
+        if grouped:
             logits = logits[inverse]
         for t in range(max_new_tokens):
             z = logits.float()
@@ -164,15 +173,21 @@ def sample(
                 if len(keep) == 0:
                     break
                 rows, tok, attn, pos = rows[keep], tok[keep], attn[keep], pos[keep]
-                cache.batch_select_indices(keep)
-            out = model(
-                input_ids=tok[:, None],
-                attention_mask=attn[:, : p + t + 1],
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1, :]
+                if fast is not None:
+                    fast.select(keep)
+                else:
+                    cache.batch_select_indices(keep)
+            if fast is not None:
+                logits = fast.step(tok, pos, t)
+            else:
+                out = model(
+                    input_ids=tok[:, None],
+                    attention_mask=attn[:, : p + t + 1],
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                logits = out.logits[:, -1, :]
             pos = pos + 1
     texts = tokenizer.batch_decode(out_ids.tolist(), skip_special_tokens=True)
     done = (out_ids == eos).any(dim=1)
