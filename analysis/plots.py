@@ -332,9 +332,17 @@ def entropy_by_position(
     pooled = t.groupby(["series", "position"], sort=True)[["weighted", "count"]].sum().reset_index()
     pooled["entropy"] = (pooled["weighted"] / pooled["count"]).where(pooled["count"] > 0)
     series = condition_order(pooled["series"].unique())
-    colors = condition_colors(series)
+    # studies of several policies ('EAD · warm start', 'EAD · trained with fixed 1.0', ...): colour = the sampler's
+    # condition, as in every other figure, line style = the policy (warm start solid), so no two series look alike
+    parts = dict(zip(t["series"], zip(t["series"].str.split(" · ").str[0], t["series"].str.split(" · ").str[1])))
+    by_policy = all(isinstance(src, str) for _, src in parts.values())
+    cond_colors = condition_colors([c for c, _ in parts.values()] if by_policy else series)
+    sources = sorted({src for _, src in parts.values()} - {"warm start"}) if by_policy else []
+    dashes = dict(zip(sources, ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))] * 4))
+    colors = {s: cond_colors[parts[s][0]] for s in series} if by_policy else cond_colors
+    styles = {s: dashes.get(parts[s][1], "-") for s in series} if by_policy else dict.fromkeys(series, "-")
     with theme():
-        fig, axes = new_figure(1, 3, width=width, row_height=2.3)
+        fig, axes = new_figure(1, 3, width=width, row_height=2.3 + 0.12 * len(series))
         a_mean, a_cum, a_count = axes[0]
         for s in series:
             p = pooled[pooled["series"] == s].sort_values("position")
@@ -343,15 +351,15 @@ def entropy_by_position(
             dense_count = np.zeros(int(pos.max()) + 1)
             dense_mean[pos], dense_count[pos] = mean, count
             cum = cumulative_entropy(dense_mean, dense_count, np.arange(len(dense_count)), window=window)
-            a_mean.plot(pos, mean, color=colors[s], marker="o", markersize=2.5, label=s)
-            a_cum.plot(np.arange(len(cum)), cum, color=colors[s], label=s)
-            a_count.plot(pos, count, color=colors[s], label=s)
+            a_mean.plot(pos, mean, color=colors[s], linestyle=styles[s], marker="o", markersize=2.5, label=s)
+            a_cum.plot(np.arange(len(cum)), cum, color=colors[s], linestyle=styles[s], label=s)
+            a_count.plot(pos, count, color=colors[s], linestyle=styles[s], label=s)
         a_mean.set(title="entropy by position", xlabel="response position", ylabel="mean token entropy (nats)")
         a_cum.set(title=f"fixed start (window {window})", xlabel="response position p",
                   ylabel="mean entropy over [0, p + w)")  # fmt: skip
         a_count.set(title="tokens measured", xlabel="response position", ylabel="tokens")
         for ax in axes[0]:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
         legend_below(fig, *a_mean.get_legend_handles_labels(), title=None)
         fig.suptitle(title, fontsize=9)
     return fig

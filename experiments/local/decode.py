@@ -35,6 +35,8 @@ class LlamaDecoder:
             and not c.mlp_bias
             and c.hidden_act == "silu"
             and getattr(c, "pretraining_tp", 1) == 1
+            # forward hooks would be skipped (the LM head's run: its output is computed by the module itself)
+            and not any(mod._forward_hooks or mod._forward_pre_hooks for mod in model.model.modules())
         )
 
     def __init__(
@@ -64,7 +66,7 @@ class LlamaDecoder:
             ]
             self.embed = m.embed_tokens.weight.detach().clone()
             self.norm = m.norm.weight.detach().clone()
-            self.head = model.lm_head.weight.T.contiguous()
+            self.head = model.lm_head  # called as a module: a hook on it (a benchmark's EOS mask) still applies
             # rotary tables for every position a row can reach (the model's own rotary module, so its scaling applies)
             width = self.p + max_new_tokens
             positions = torch.arange(width, device=dev)[None]
@@ -142,4 +144,4 @@ class LlamaDecoder:
             h = h + (torch.nn.functional.silu(gate) * up) @ w_down
         if len(self.live) < rows:
             h = h[self.live]
-        return self._rms(h, self.norm) @ self.head
+        return self.head(self._rms(h, self.norm))

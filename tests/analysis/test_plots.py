@@ -197,6 +197,26 @@ def test_entropy_by_position_study_and_training(store: dict[str, Any], runs: pd.
     assert_legend_outside(fig)
 
 
+def test_entropy_by_position_of_several_policies_colours_by_sampler_and_styles_by_policy(
+    store: dict[str, Any], runs: pd.DataFrame
+) -> None:
+    """Studies of the warm start and of trained policies (the main command's): each sampler keeps its condition colour
+    and each policy has its own line style, so no two of the series look alike."""
+    study = table(store, runs, "entropy", "entropy_by_position")
+    sources = ["warm start", "trained with EAD", "trained with fixed 1.0"]
+    both = pd.concat([study.assign(policy_source=s) for s in sources], ignore_index=True)
+    fig = plots.entropy_by_position(both)
+    mean = fig.axes[0]
+    assert sorted(labels(mean)) == sorted(f"{c} · {s}" for c in ("EAD", "fixed 1.0") for s in sources)
+    lines = {line.get_label(): line for line in mean.get_lines()}
+    for s in sources:
+        assert color_of(mean, f"EAD · {s}") == FIXED_COLORS["EAD"]
+        assert color_of(mean, f"fixed 1.0 · {s}") == FIXED_COLORS["fixed 1.0"]
+    assert lines["EAD · warm start"].get_linestyle() == "-"
+    looks = {(line.get_color(), line.get_linestyle()) for line in lines.values()}
+    assert len(looks) == len(lines)  # every series distinguishable
+
+
 def test_branching_maj_at_k_per_prefix(store: dict[str, Any], runs: pd.DataFrame) -> None:
     fig = plots.branching(table(store, runs, "branching", "branching"))
     maj, pas, div = fig.axes

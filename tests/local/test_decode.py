@@ -84,3 +84,28 @@ def test_supports_only_the_architecture_it_implements(policy):
     assert not LlamaDecoder.supports(_llama(attention_bias=True))
     assert not LlamaDecoder.supports(_llama(mlp_bias=True))
     assert not LlamaDecoder.supports(_llama(hidden_act="gelu"))
+    hooked = _llama()
+    hooked.model.layers[0].mlp.register_forward_hook(lambda _m, _i, out: out * 0)
+    assert not LlamaDecoder.supports(hooked)  # a hook inside the stack would be skipped
+    head_hooked = _llama()
+    head_hooked.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, torch.tensor([2]), -1e9))
+    assert LlamaDecoder.supports(head_hooked)  # the LM head runs as a module: its hook applies (next test)
+
+
+@torch.no_grad()
+def test_a_hook_on_the_lm_head_applies(policy):
+    """Benchmarks suppress EOS with a hook on the LM head; the decoder's logits go through it."""
+    model, tok = policy
+    ids, mask = encode_prompts(tok, PROMPTS)
+    handle = model.lm_head.register_forward_hook(
+        lambda _m, _i, out: out.index_fill_(-1, torch.tensor([tok.eos_token_id]), -1e9)
+    )
+    try:
+        dec = LlamaDecoder(model, ids, mask, 2)
+        dec.fill(
+            model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True).past_key_values
+        )
+        logits = dec.step(torch.full((len(PROMPTS),), 5), _positions(mask)[:, -1:] + 1, 0)
+    finally:
+        handle.remove()
+    assert torch.all(logits[:, tok.eos_token_id] == -1e9)
