@@ -9,7 +9,14 @@ from transformers import LogitsProcessorList
 from ead_core import EADSchedule, FixedSchedule
 from ead_core.hf import EADTemperatureProcessor
 from experiments.local.policy import build_policy, load_policy, save_policy
-from experiments.local.rollout import encode_prompts, group_prompts, logprobs_by_length, sample, sequence_logprobs
+from experiments.local.rollout import (
+    encode_prompts,
+    group_prompts,
+    length_passes,
+    logprobs_by_length,
+    sample,
+    sequence_logprobs,
+)
 
 PROMPTS = ["3 5 7>22:", "12 3 4>6:", "9 9 1>80:"]
 
@@ -137,11 +144,11 @@ def test_logprobs_by_length_equal_one_pass_in_row_order_with_the_same_gradient(p
     """The update's passes of rows of similar length give each row's log-probs and the loss's gradient as one pass
     over all rows does (float rounding aside), rows in the rollout's order."""
     model, tok = policy
-    rows, _ = group_prompts(PROMPTS * 3, 4)  # 36 rows of varied lengths: several passes, the last one short
+    rows, _ = group_prompts(PROMPTS * 3, 4)  # 36 rows of varied lengths: no call overhead -> a pass per length
     r = sample(model, tok, rows, FixedSchedule(1.0), 0, 12, torch.Generator().manual_seed(3))
     assert len(set(r.lengths.tolist())) > 2
     grads = []
-    for fn in (lambda: sequence_logprobs(model, r)[0], lambda: logprobs_by_length(model, r, rows_per_pass=5)):
+    for fn in (lambda: sequence_logprobs(model, r)[0], lambda: logprobs_by_length(model, r, overhead=0)):
         model.zero_grad(set_to_none=True)
         lp = fn()
         (lp * torch.linspace(0.5, 1.5, lp.shape[0])[:, None]).sum().backward()  # row weights: order matters
@@ -153,3 +160,19 @@ def test_logprobs_by_length_equal_one_pass_in_row_order_with_the_same_gradient(p
     for g1, g2 in zip(*grads):
         torch.testing.assert_close(g1, g2, atol=1e-4, rtol=1e-3)
     model.zero_grad(set_to_none=True)
+
+
+def test_length_passes_split_where_padding_costs_more_than_a_call():
+    assert length_passes([20] * 32, overhead=56) == [32]  # equal lengths: one pass
+    assert length_passes([20] * 16 + [200] * 16, overhead=56) == [16, 16]  # two length groups: two passes
+    assert length_passes([20] * 16 + [23] * 16, overhead=56) == [32]  # padding 16 x 3 < one more call
+    assert length_passes([20] * 16 + [24] * 16, overhead=56) == [16, 16]  # padding 16 x 4 > one more call
+    assert length_passes([10, 20, 30], overhead=0) == [1, 1, 1]  # no call cost: no padding at all
+    # the cut is optimal: no other split into consecutive passes is cheaper
+    widths, overhead = [3, 5, 9, 9, 14, 30, 31, 60], 12
+    cost = lambda sizes: sum(overhead + k * widths[sum(sizes[: i + 1]) - 1] for i, k in enumerate(sizes))  # noqa: E731
+    splits = [[]]
+    for _ in widths:
+        splits = [s + [1] for s in splits] + [s[:-1] + [s[-1] + 1] for s in splits if s]
+    best = min(cost(s) for s in splits if sum(s) == len(widths))
+    assert cost(length_passes(widths, overhead)) == best
