@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from experiments.local.policy import build_policy, save_policy
 from experiments.sweep.projection import hms, project, rl_step_seconds
 from experiments.tracking.loggers import JsonlLogger
 
+ROOT = Path(__file__).resolve().parents[1]
 CENTRE = {"size": "tiny", "rows": 128, "tokens": 64}
 AXES = {"rows": [64, 128, 256, 512], "tokens": [16, 64, 128, 192], "size": ["tiny", "small", "base"]}
 QUICK_AXES = {"rows": [64, 128, 256], "tokens": [16, 64, 128], "size": ["tiny", "small"]}
@@ -83,6 +85,7 @@ def step_seconds(point: dict, repeats: int, root: Path) -> float:
 
 def preset_projections(presets: list[str], machines: list[int]) -> pd.DataFrame:
     """Projected wall time of each preset on N 2-core machines (planned as ``sweep.py -m experiment=P`` plans it)."""
+    sys.path.insert(0, str(ROOT))  # run as a script, benchmarks/ is on the path, not the repository root
     from tests.sweep.helpers import plan  # the sweeper's real plan (compose, validate, dedup), nothing launched
 
     rows = []
@@ -102,7 +105,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller grid (no base model, no 512 rows / 192 tokens)")
     ap.add_argument("--machines", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--presets", nargs="+", default=["reproduction", "paper_grid", "default"])
+    ap.add_argument("--projections-only", action="store_true", help="skip the measured grid")
     args = ap.parse_args()
+    if args.projections_only:
+        print(preset_projections(args.presets, args.machines).to_markdown(index=False))
+        return
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
 
