@@ -106,7 +106,11 @@ def bench_local(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model, tok = build_policy(args.size, seed=0)
     model.eval()
-    model.config.eos_token_id = None  # every call decodes exactly rows x tokens tokens
+    # every call decodes exactly rows x tokens tokens: EOS is never sampled (the sampler ends a row at the tokenizer's
+    # EOS and drops it from the batch, so without this a colder schedule decoded more tokens - other work, not cost)
+    model.config.eos_token_id = None
+    eos = torch.tensor([tok.eos_token_id])
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, eos, -1e9))
     prompts = [p.prompt for p in make_task("countdown").problems("train", args.rows, seed=0)]
     kinds = schedules(c=1, d0=8.0, h_max=3.2, h_min=3.2)  # the random policy is near uniform (log 25 = 3.22)
     raised: list[float] = []
