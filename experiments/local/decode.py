@@ -20,7 +20,8 @@ from transformers import PreTrainedModel
 
 
 class LlamaDecoder:
-    """The KV cache and fused weights of one sampling call (weights are copied at construction: build one per call)."""
+    """The KV cache and fused weights of one sampling call (the fused matrices are copies made at construction: build
+    one per call, after any weight update)."""
 
     @staticmethod
     def supports(model: PreTrainedModel) -> bool:
@@ -55,17 +56,16 @@ class LlamaDecoder:
         with torch.no_grad():
             self.layers = [
                 (
-                    layer.input_layernorm.weight.detach().clone(),
+                    layer.input_layernorm.weight,
                     torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).T.contiguous(),
                     layer.self_attn.o_proj.weight.T.contiguous(),
-                    layer.post_attention_layernorm.weight.detach().clone(),
+                    layer.post_attention_layernorm.weight,
                     torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).T.contiguous(),
                     layer.mlp.down_proj.weight.T.contiguous(),
                 )
                 for layer, a in ((layer, layer.self_attn) for layer in m.layers)
             ]
-            self.embed = m.embed_tokens.weight.detach().clone()
-            self.norm = m.norm.weight.detach().clone()
+            self.embed, self.norm = m.embed_tokens.weight, m.norm.weight  # read as they are (step runs under no_grad)
             self.head = model.lm_head  # called as a module: a hook on it (a benchmark's EOS mask) still applies
             # rotary tables for every position a row can reach (the model's own rotary module, so its scaling applies)
             width = self.p + max_new_tokens
