@@ -299,17 +299,24 @@ def effective_schedule(table: pd.DataFrame, *, width: str = "double") -> Figure:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _series_parts(table: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+    """(condition, policy source) of each row: the condition where every row has one, else None; the source only
+    where studies of several policies are drawn (the warm start and trained policies), else None."""
+    cond = table["condition"].fillna("").astype(str).map(canonical_condition) if "condition" in table else None
+    if cond is None or not (cond != "").all():
+        return None, None
+    source = table.get("policy_source")
+    return cond, (source.astype(str) if source is not None and source.nunique() > 1 else None)
+
+
 def _series_label(table: pd.DataFrame) -> pd.Series:
     """What tells study runs apart in a legend: the condition where it varies or is set (with the policy's source
     where studies of several policies are drawn: 'EAD · warm start', 'EAD · trained with fixed 1.0'), else the run
     name."""
-    cond = table["condition"].fillna("").astype(str).map(canonical_condition) if "condition" in table else None
-    if cond is None or not (cond != "").all():
+    cond, source = _series_parts(table)
+    if cond is None:
         return table.get("run_name", table["run_id"]).astype(str)
-    source = table.get("policy_source")
-    if source is not None and source.nunique() > 1:  # studies of the warm start and of trained policies
-        return cond + " · " + source.astype(str)
-    return cond
+    return cond if source is None else cond + " · " + source
 
 
 def entropy_by_position(
@@ -332,15 +339,16 @@ def entropy_by_position(
     pooled = t.groupby(["series", "position"], sort=True)[["weighted", "count"]].sum().reset_index()
     pooled["entropy"] = (pooled["weighted"] / pooled["count"]).where(pooled["count"] > 0)
     series = condition_order(pooled["series"].unique())
-    # studies of several policies ('EAD · warm start', 'EAD · trained with fixed 1.0', ...): colour = the sampler's
-    # condition, as in every other figure, line style = the policy (warm start solid), so no two series look alike
-    parts = dict(zip(t["series"], zip(t["series"].str.split(" · ").str[0], t["series"].str.split(" · ").str[1])))
-    by_policy = all(isinstance(src, str) for _, src in parts.values())
-    cond_colors = condition_colors([c for c, _ in parts.values()] if by_policy else series)
-    sources = sorted({src for _, src in parts.values()} - {"warm start"}) if by_policy else []
-    dashes = dict(zip(sources, ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))] * 4))
-    colors = {s: cond_colors[parts[s][0]] for s in series} if by_policy else cond_colors
-    styles = {s: dashes.get(parts[s][1], "-") for s in series} if by_policy else dict.fromkeys(series, "-")
+    colors, styles = condition_colors(series), dict.fromkeys(series, "-")
+    cond, source = _series_parts(table)
+    if source is not None:  # studies of several policies: colour = the sampler's condition, as in every other figure,
+        # line style = the policy (warm start solid), so no two series look alike
+        cond_of, source_of = dict(zip(t["series"], cond)), dict(zip(t["series"], source))
+        palette = condition_colors(set(cond_of.values()))
+        others = sorted(set(source_of.values()) - {"warm start"})
+        dashes = dict(zip(others, ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))] * 4))
+        colors = {s: palette[cond_of[s]] for s in series}
+        styles = {s: dashes.get(source_of[s], "-") for s in series}
     with theme():
         fig, axes = new_figure(1, 3, width=width, row_height=2.3 + 0.12 * len(series))
         a_mean, a_cum, a_count = axes[0]
