@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from experiments.local import Trainer, from_dict
-from experiments.local.policy import build_policy, save_policy
+from experiments.local.policy import build_policy, never_end, save_policy
 from experiments.sweep.projection import hms, project, rl_step_seconds
 from experiments.tracking.loggers import JsonlLogger
 
@@ -73,8 +73,7 @@ def step_seconds(point: dict, repeats: int, root: Path) -> float:
     ).validate()
     run_dir = root / f"run-{point['size']}-{point['rows']}-{point['tokens']}"
     trainer = Trainer(cfg, run_dir, JsonlLogger(run_dir))
-    eos = torch.tensor([tok.eos_token_id])
-    trainer.model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, eos, -1e9))
+    never_end(trainer.model, tok.eos_token_id)
     times = []
     for s in range(repeats + 1):
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ import torch
 
 from ead_core import EADSchedule, FixedSchedule
 from experiments.local import RLVRConfig, Trainer
-from experiments.local.policy import build_policy
+from experiments.local.policy import build_policy, never_end
 from experiments.local.rollout import encode_prompts, sample
 from experiments.local.tasks import make_task
 from experiments.tracking.loggers import JsonlLogger
@@ -48,8 +48,7 @@ def main() -> None:
     model, tok = build_policy(args.size, seed=0)
     model.eval()
     # Full-length responses in every condition: EOS never sampled (same hook for all, so the same work).
-    model.config.eos_token_id = None
-    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, torch.tensor([tok.eos_token_id]), -1e9))
+    never_end(model, tok.eos_token_id)
     prompts = [p.prompt for p in make_task("countdown").problems("train", args.rows, seed=0)]
     ead, fixed = EADSchedule.preset("paper", c=1, d0=8), FixedSchedule(1.0)
     ids, mask = encode_prompts(tok, prompts)

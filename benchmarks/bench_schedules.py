@@ -99,7 +99,7 @@ def report(values: dict[str, list[float]], rounds: list[dict], base: str, unit: 
 def bench_local(args: argparse.Namespace) -> None:
     import torch
 
-    from experiments.local.policy import build_policy
+    from experiments.local.policy import build_policy, never_end
     from experiments.local.rollout import sample
     from experiments.local.tasks import make_task
 
@@ -108,9 +108,7 @@ def bench_local(args: argparse.Namespace) -> None:
     model.eval()
     # every call decodes exactly rows x tokens tokens: EOS is never sampled (the sampler ends a row at the tokenizer's
     # EOS and drops it from the batch, so without this a colder schedule decoded more tokens - other work, not cost)
-    model.config.eos_token_id = None
-    eos = torch.tensor([tok.eos_token_id])
-    model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, eos, -1e9))
+    never_end(model, tok.eos_token_id)
     prompts = [p.prompt for p in make_task("countdown").problems("train", args.rows, seed=0)]
     kinds = schedules(c=1, d0=8.0, h_max=3.2, h_min=3.2)  # the random policy is near uniform (log 25 = 3.22)
     raised: list[float] = []

@@ -107,6 +107,15 @@ def load_policy(
     return model, tok
 
 
+def never_end(model: torch.nn.Module, eos_token_id: int) -> torch.utils.hooks.RemovableHandle:
+    """Mask EOS out of the LM head's logits (a forward hook; the sampler's ``LlamaDecoder`` calls the head as a module,
+    so it applies there too) and unset the config's EOS: every response runs to its length limit, so benchmarks
+    compare conditions on the same work. Returns the hook's handle."""
+    eos = torch.tensor([eos_token_id])
+    model.config.eos_token_id = None
+    return model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, eos.to(out.device), -1e9))
+
+
 def n_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import experiments.local.rollout as rollout_module
 from ead_core import EADSchedule
 from experiments.local.decode import LlamaDecoder
-from experiments.local.policy import load_policy
+from experiments.local.policy import load_policy, never_end
 from experiments.local.rollout import _positions, encode_prompts, group_prompts, sample
 
 PROMPTS = ["3 5 7>22:", "12 3 4>6:", "9 9 1>80:", "1 2>3:"]  # different lengths: left padding
@@ -94,12 +94,11 @@ def test_supports_only_the_architecture_it_implements(policy):
 
 @torch.no_grad()
 def test_a_hook_on_the_lm_head_applies(policy):
-    """Benchmarks suppress EOS with a hook on the LM head; the decoder's logits go through it."""
+    """Benchmarks suppress EOS with a hook on the LM head (``never_end``); the decoder's logits go through it."""
     model, tok = policy
     ids, mask = encode_prompts(tok, PROMPTS)
-    handle = model.lm_head.register_forward_hook(
-        lambda _m, _i, out: out.index_fill_(-1, torch.tensor([tok.eos_token_id]), -1e9)
-    )
+    config_eos = model.config.eos_token_id
+    handle = never_end(model, tok.eos_token_id)
     try:
         dec = LlamaDecoder(model, ids, mask, 2)
         dec.fill(
@@ -108,4 +107,5 @@ def test_a_hook_on_the_lm_head_applies(policy):
         logits = dec.step(torch.full((len(PROMPTS),), 5), _positions(mask)[:, -1:] + 1, 0)
     finally:
         handle.remove()
+        model.config.eos_token_id = config_eos
     assert torch.all(logits[:, tok.eos_token_id] == -1e9)
