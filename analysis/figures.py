@@ -1,7 +1,7 @@
 """Regenerate every figure and table the runs of an MLflow experiment support, and log them to a figures run.
 
     python -m analysis.figures --experiment default [--out outputs/figures/default] [--tracking-uri URI]
-                               [--decoder eval_t1|eval]
+                               [--decoder eval_t1|eval] [--condition LABEL ...] [--where PARAM=VALUE ...]
 
 Loads the experiment's runs once (bulk queries, ``analysis.mlflow_loader``), draws each figure family of
 ``analysis.plots`` its runs support (PNG and PDF), writes the final-metrics table (Markdown and LaTeX), logs every file
@@ -9,6 +9,10 @@ as an artifact of a new run tagged ``job=figures`` in the (first) experiment (lo
 what it made and, for every figure it could not draw, why. Exit status: 0 when at least one figure was drawn, 1 when
 none could be, 2 when an experiment does not exist, 3 when a figure failed with an error (a bug; the others are
 still drawn).
+
+``--condition`` and ``--where`` draw a subset: one preset of an experiment that several share (``beyond``:
+``--condition reverse --condition EAD --condition "fixed 1.0" --where task_knobs.decision=early``). Condition labels
+are those of the whole experiment, as its verdict names them.
 
 Figures (file names): schedule_curves (needs no runs), effective_schedule, entropy_by_position (entropy study),
 entropy_by_position_training (training runs' last evaluation), branching, training_pass_worst,
@@ -42,6 +46,8 @@ from analysis.mlflow_loader import (
     load_tables,
     log_report_run,
     missing_metrics,
+    parse_where,
+    select_runs,
 )
 from analysis.plots import NoData
 from analysis.stats import COMMON_DECODER, DECODERS, decoder_note, metric_keys, with_decoder
@@ -188,11 +194,14 @@ def make_figures(
     log_run: bool = True,
     width: str = "double",
     decoder: str = COMMON_DECODER,
+    conditions: Sequence[str] | None = None,
+    where: dict[str, Any] | None = None,
 ) -> Report:
     """Draw every figure and table the experiments' runs support into ``out_dir``; log them to a figures run.
 
-    Raises ValueError when an experiment does not exist. Unfinished runs (RUNNING, FAILED, KILLED) are left out
-    unless ``all_runs`` (the report counts them)."""
+    Raises ValueError when an experiment does not exist, or a condition or param of the selection does not.
+    Unfinished runs (RUNNING, FAILED, KILLED) are left out unless ``all_runs`` (the report counts them).
+    ``conditions`` / ``where``: only those runs (``analysis.mlflow_loader.select_runs``)."""
     names = [experiments] if isinstance(experiments, str) else list(experiments)
     client = client_for(tracking_uri)
     runs = load_runs(names, statuses=None, client=client)
@@ -202,6 +211,10 @@ def make_figures(
         for status, n in dropped["status"].value_counts().sort_index().items():
             report.notes.append(f"{n} {status} run(s) left out (--all-runs includes them)")
         runs = runs[runs["status"] == "FINISHED"]
+    if conditions or where:
+        runs = select_runs(runs, conditions, where)
+        chosen = [*(conditions or []), *(f"{k}={v}" for k, v in (where or {}).items())]
+        report.notes.append(f"{len(runs)} run(s) selected: {', '.join(chosen)}")
     out = Path(out_dir)
     figures, tables, notes = build_figures(runs, client, width, decoder)
     for name, build in figures.items():
@@ -259,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         "--decoder", choices=sorted(DECODERS), default=COMMON_DECODER,
         help="decoder of the evaluation panels: eval_t1 (T=1.0 for every condition, default) or eval (own sampler)",
     )  # fmt: skip
+    p.add_argument("--condition", action="append", default=None, help="only this condition (repeatable)")
+    p.add_argument("--where", action="append", default=[], help="only runs with PARAM=VALUE (repeatable)")
     ns = p.parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(ns.out or Path("outputs") / "figures" / safe_name("+".join(ns.experiment)))
     try:
+        where = parse_where(ns.where)
         report = make_figures(
             ns.experiment,
             out,
@@ -273,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             log_run=not ns.no_log,
             width=ns.width,
             decoder=ns.decoder,
+            conditions=ns.condition,
+            where=where,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

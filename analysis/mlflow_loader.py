@@ -141,6 +141,37 @@ def _param_matches(column: pd.Series, wanted: Any) -> pd.Series:
     return param_text(column).isin({canon_param(v) for v in values})
 
 
+def parse_where(items: Sequence[str]) -> dict[str, str]:
+    """``["task_knobs.decision=early", ...]`` (the ``--where`` of analysis commands) as {param: value}."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where: expected PARAM=VALUE (e.g. task_knobs.decision=early), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def select_runs(
+    runs: pd.DataFrame, conditions: Sequence[str] | None = None, where: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """The runs of ``conditions`` (labels as ``condition_labels`` gives them over the whole experiment, so a preset's
+    figure names its conditions as the experiment's verdict does) whose params equal ``where`` ({param: value}, value
+    compared as canonical text). Raises ValueError naming an unknown condition or param and what exists."""
+    keep = pd.Series(True, index=runs.index)
+    if conditions:
+        known = sorted(set(runs["condition"].dropna().astype(str)) - {""})
+        unknown = [c for c in conditions if c not in known]
+        if unknown:
+            raise ValueError(f"--condition {unknown[0]!r} is not a condition of these runs; conditions: {known}")
+        keep &= runs["condition"].isin(list(conditions))
+    for k, v in (where or {}).items():
+        if k not in runs:
+            raise ValueError(f"--where {k}: no run has this param (params look like task_knobs.decision, seed)")
+        keep &= _param_matches(runs[k], v)
+    return runs[keep]
+
+
 def log_report_run(
     client: MlflowClient,
     experiment: str,

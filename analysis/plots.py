@@ -27,11 +27,11 @@ from matplotlib.ticker import MaxNLocator
 from analysis.mlflow_loader import canon_param, param_text
 from analysis.stats import (
     METRICS,
-    PANEL_KEYS,
     common_k,
     final_values,
     mean_ci,
     modal_subset,
+    panel_keys,
     panel_labels,
     select_metric,
     setting_keys,
@@ -82,9 +82,16 @@ def _runs_of(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _restrict(long: pd.DataFrame, about: Sequence[str]) -> tuple[pd.DataFrame, str]:
-    """Keep the runs at the modal value of every varying setting the figure is not ``about``; a note saying so."""
+    """Keep the runs at the modal value of every varying setting the figure is not ``about``; a note saying so. A
+    setting the panel already fixes (one value per panel: the late task's longer ``max_new_tokens``) is no nuisance."""
     runs = _runs_of(long)
-    nuisance = [k for k in setting_keys(runs) if k not in set(about) | set(PANEL_KEYS)]
+    panels = panel_keys(runs)
+    panel = panel_labels(runs, panels)
+    nuisance = [
+        k
+        for k in setting_keys(runs)
+        if k not in set(about) | set(panels) and param_text(runs[k]).groupby(panel.to_numpy()).nunique().max() > 1
+    ]
     kept, chosen = modal_subset(runs, nuisance, compare=["condition", *about])
     note = ", ".join(f"{k}={canon_param(v)}" for k, v in chosen.items())
     return long[long["run_id"].isin(kept["run_id"])], note

@@ -22,7 +22,8 @@ REPLICATE_KEYS = {"seed", "config_hash", "init_from", "run_dir", "experiment_nam
 NOT_SETTINGS = {*EXECUTION_FIELDS, "backend.name", "progress", "dry_run", "force"}
 # Columns of long frames and labels added by figures (not settings of a run).
 DERIVED = {"key", "step", "value", "timestamp", "table_step", "panel", "tis", "series", "facet"}
-# Panels of training figures: one per algorithm and model size (the paper's grid).
+# Panels of training figures: one per algorithm and model size (the paper's grid), and per task where runs of several
+# tasks (or task variants: ``task_knobs.*``) are shown together - runs on different tasks never share an axis.
 PANEL_KEYS = ["algorithm.name", "size"]
 
 
@@ -191,10 +192,25 @@ def modal_subset(
     return runs, chosen
 
 
-def panel_labels(runs: pd.DataFrame, keys: Sequence[str] = PANEL_KEYS) -> pd.Series:
-    """'grpo · tiny' per run from the panel keys present (every key, varying or not: a panel says what it shows)."""
+def task_keys(runs: pd.DataFrame) -> list[str]:
+    """The task params (``task``, ``task_knobs.*``) that vary between the runs: each value is its own panel."""
+    return varying(runs, sorted(c for c in runs.columns if c == "task" or c.startswith("task_knobs.")))
+
+
+def panel_keys(runs: pd.DataFrame) -> list[str]:
+    """What splits training figures into panels: PANEL_KEYS, then the varying task keys."""
+    return [*PANEL_KEYS, *task_keys(runs)]
+
+
+def panel_labels(runs: pd.DataFrame, keys: Sequence[str] | None = None) -> pd.Series:
+    """'grpo · tiny' per run from the panel keys present (every key, varying or not: a panel says what it shows);
+    a task knob reads 'decision=late'. ``keys`` default: ``panel_keys(runs)``."""
+    keys = panel_keys(runs) if keys is None else keys
     present = [k for k in keys if k in runs]
     if not present:
         return pd.Series("", index=runs.index)
     parts = runs[present].apply(param_text)
+    for k in present:
+        if k.startswith("task_knobs."):
+            parts[k] = k.split(".", 1)[1] + "=" + parts[k].astype(str)
     return parts.apply(lambda r: " · ".join(r), axis=1) if len(parts) else pd.Series(dtype=str)

@@ -1,6 +1,7 @@
 """Does a condition beat the baseline? Paired differences with a bootstrap over seeds and eval prompts.
 
     python -m analysis.verdict --experiment NAME [--baseline "fixed 1.0"] [--metric eval_t1/pass_at_16 ...]
+                               [--condition LABEL ...] [--where PARAM=VALUE ...]
 
 For each condition against the baseline, within each setting (algorithm, model size, task: whatever varies besides
 the sampler and the seed), the verdict pairs runs by seed - same seed, same eval prompts, same warm start - and
@@ -285,15 +286,26 @@ def _settings_and_conditions(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def load_values(
-    experiments: str | Sequence[str], metrics: Sequence[str], tracking_uri: str | None = None, client: Any = None
+    experiments: str | Sequence[str],
+    metrics: Sequence[str],
+    tracking_uri: str | None = None,
+    client: Any = None,
+    conditions: Sequence[str] | None = None,
+    where: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """The long per-prompt frame ``verdict`` takes, from the FINISHED training runs of the experiment(s)."""
-    from analysis.mlflow_loader import align_steps, client_for, load_metrics, load_runs, load_tables
+    """The long per-prompt frame ``verdict`` takes, from the FINISHED training runs of the experiment(s); with
+    ``conditions`` / ``where``, of those runs only (``analysis.mlflow_loader.select_runs``: one preset of a shared
+    experiment)."""
+    from analysis.mlflow_loader import align_steps, client_for, load_metrics, load_runs, load_tables, select_runs
 
     client = client or client_for(tracking_uri)
     runs = load_runs(experiments, client=client, jobs=["train"])
     if runs.empty:
         raise ValueError(f"no FINISHED training runs in {experiments}")
+    if conditions or where:
+        runs = select_runs(runs, conditions, where).reset_index(drop=True)
+        if runs.empty:
+            raise ValueError(f"no FINISHED training run in {experiments} matches --condition / --where")
     setting, condition = _settings_and_conditions(runs)
     meta = pd.DataFrame({"run_id": runs["run_id"], "setting": setting, "condition": condition, "seed": runs["seed"]})
     parts = []
@@ -358,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="directory for verdict.md / verdict.tex (default outputs/verdict/<exp>)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws")
     p.add_argument("--no-log", action="store_true", help="do not log the tables to a verdict run in MLflow")
+    p.add_argument("--condition", action="append", default=None, help="only this condition (repeatable)")
+    p.add_argument("--where", action="append", default=[], help="only runs with PARAM=VALUE (repeatable)")
     ns = p.parse_args(argv)
-    from analysis.mlflow_loader import client_for
+    from analysis.mlflow_loader import client_for, parse_where
     from experiments.tracking import safe_name
 
     if ns.n_boot < 100:
@@ -370,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in metrics:
             check_metric(m)
         client = client_for(ns.tracking_uri)
-        values = load_values(ns.experiment, metrics, client=client)
+        values = load_values(
+            ns.experiment, metrics, client=client, conditions=ns.condition, where=parse_where(ns.where)
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

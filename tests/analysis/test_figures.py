@@ -61,3 +61,14 @@ def test_all_runs_includes_unfinished_ones(store: dict[str, Any], tmp_path: Path
     assert "left out" not in out
     # The killed and crashed runs logged one eval metric before they stopped: reported, not fatal.
     assert "note: 2 of 16 training run(s) never logged eval_t1/worst_at_2" in out
+
+
+def test_a_selection_draws_its_runs_only(store: dict[str, Any], tmp_path: Path, capsys) -> None:
+    args = ["--experiment", store["experiment"], "--out", str(tmp_path), "--tracking-uri", store["uri"], "--no-log"]
+    assert main([*args, "--condition", "fixed 1.0", "--where", "algorithm.name=grpo"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^note: \d+ run\(s\) selected: fixed 1.0, algorithm.name=grpo$", out, flags=re.M), out
+    rows = [r for r in (tmp_path / "final_metrics.md").read_text().splitlines()[2:] if r.strip()]
+    assert rows and all("fixed 1.0" in r and "grpo" in r for r in rows)
+    assert main([*args, "--condition", "reverse"]) == 2
+    assert "--condition 'reverse' is not a condition of these runs" in capsys.readouterr().err

@@ -353,3 +353,26 @@ def test_a_condition_keeps_its_colour_in_every_figure(store: dict[str, Any], run
 def test_no_training_runs_is_no_data() -> None:
     with pytest.raises(NoData):
         plots.training_curves(pd.DataFrame())
+
+
+def test_training_curves_split_panels_by_task_variant(long: pd.DataFrame) -> None:
+    """Runs of two task variants (decision early / late, the late one with its own longer max_new_tokens) get a panel
+    each: the variant is part of the panel, and a setting the panel fixes is not held at one value."""
+    grpo = long["algorithm.name"] == "grpo"
+    early = long.assign(**{"task_knobs.decision": "early"})
+    late = long[grpo].assign(
+        run_id=long["run_id"] + "-late", value=long["value"] + 0.25, max_new_tokens=192,
+        **{"task_knobs.decision": "late"},
+    )  # fmt: skip
+    both = pd.concat([early, late], ignore_index=True)
+    fig = plots.training_curves(both, ("entropy",))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [f"entropy (train rollouts) · {p}" for p in
+                      ("dapo · tiny · decision=early", "grpo · tiny · decision=early", "grpo · tiny · decision=late")]  # fmt: skip
+    assert "max_new_tokens" not in fig.get_suptitle()
+    by_title = dict(zip(titles, fig.axes))
+    ax_early, ax_late = by_title[titles[1]], by_title[titles[2]]
+    for label in labels(ax_early):
+        y_early = next(ln.get_ydata() for ln in ax_early.get_lines() if ln.get_label() == label)
+        y_late = next(ln.get_ydata() for ln in ax_late.get_lines() if ln.get_label() == label)
+        assert np.allclose(np.asarray(y_late) - np.asarray(y_early), 0.25), label

@@ -179,6 +179,28 @@ def test_cli_names_a_bad_baseline_and_metric(tmp_path, capsys):
     assert "metric must look like" in capsys.readouterr().err
 
 
+def test_cli_compares_the_selected_runs_only(tmp_path, capsys):
+    """--condition / --where pick one preset's runs out of a shared experiment; a selection naming nothing that
+    exists is an error that says what does."""
+    uri = make_store(tmp_path, effect=0.3)
+    base = ["--experiment", "verdict-test", "--tracking-uri", uri, "--metric", "eval_t1/mean_at_16", "--no-log"]
+    out = tmp_path / "out"
+    assert main([*base, "--condition", "EAD", "--condition", "fixed 1.0", "--where", "algorithm.name=grpo",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert pd.read_csv(out / "verdict.csv")["verdict"].tolist() == [BETTER]
+    capsys.readouterr()
+    assert main([*base, "--where", "algorithm.name=dapo"]) == 2
+    assert "matches --condition / --where" in capsys.readouterr().err
+    assert main([*base, "--condition", "fixed 9"]) == 2
+    assert "--condition 'fixed 9' is not a condition of these runs; conditions: ['EAD', 'fixed 1.0']" in (
+        capsys.readouterr().err
+    )
+    assert main([*base, "--where", "decision"]) == 2
+    assert "--where: expected PARAM=VALUE" in capsys.readouterr().err
+    assert main([*base, "--where", "task_knobs.decision=late"]) == 2
+    assert "--where task_knobs.decision: no run has this param" in capsys.readouterr().err
+
+
 def test_conditions_name_tis_only_for_a_sampler_run_both_ways():
     """The reproduction runs EAD with and without TIS and fixed temperatures with TIS only: the EAD conditions say
     which, the fixed ones keep their plain names (so --baseline "fixed 1.0" still names the baseline); the algorithm
