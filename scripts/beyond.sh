@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Beyond the paper (README "Beyond the paper"): the six presets that share the MLflow experiment `beyond`, the
-# reviewers' failure case first, resumable across interruptions and machines (scripts/presets.sh), then the
-# experiment's verdict and figures. Conditions common to several presets (EAD and fixed 1.0 at seeds 0-2) train once.
+# Beyond the paper (README "Beyond the paper"): the 36 runs of the six presets that share the MLflow experiment
+# `beyond`, resumable across interruptions and machines (scripts/presets.sh). experiment=beyond runs them all in one
+# sweep (no half-empty batches); each preset's own sweep then finds its runs FINISHED (the same config hashes) and
+# skips them, so the six commands in the README are checked, not repeated. Then the experiment's verdict and figures.
 #   nohup nice -n 10 bash scripts/beyond.sh > beyond.log 2>&1 &
 # Extra arguments go to sweep.py (e.g. hydra.sweeper.max_batch_size=4 on a 4-core machine).
 exec bash "$(dirname "$0")/presets.sh" beyond \
-  decision_position reverse adaptive matched_entropy growth_ablation cap_ablation -- "$@"
+  beyond decision_position reverse adaptive matched_entropy growth_ablation cap_ablation -- "$@"

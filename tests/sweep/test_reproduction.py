@@ -113,3 +113,21 @@ def test_beyond_presets_share_one_experiment_and_their_common_runs() -> None:
     assert sorted({c.sampling.d_cap for c in configs.values() if c.sampling.kind == "ead"}) == [50.0, 400.0, 80000.0]
     _, wall = project(list(configs.values()), parallel=2)
     assert wall <= 4 * 3600
+
+
+def test_the_beyond_preset_is_the_six_presets_runs_preset_by_preset() -> None:
+    """experiment=beyond plans exactly the 36 config hashes of the six presets (so each preset's own sweep then skips
+    them all), ordered preset by preset: a preset's runs are all done before the next preset's start."""
+    union = plan(["experiment=beyond"])
+    hashes = [j.job.config_hash for j in union]
+    assert len(hashes) == len(set(hashes)) == 36 and all(j.skip is None for j in union)
+    per_preset = {name: {j.job.config_hash for j in plan([f"experiment={name}"])} for name in BEYOND}
+    assert set(hashes) == set().union(*per_preset.values())
+    assert {j.job.experiment_name for j in union} == {"beyond"}
+    position = {h: i for i, h in enumerate(hashes)}
+    done: set[str] = set()
+    for name in ("decision_position", "reverse", "adaptive", "matched_entropy", "growth_ablation", "cap_ablation"):
+        new = per_preset[name] - done
+        if done:
+            assert min(position[h] for h in new) > max(position[h] for h in done), name
+        done |= per_preset[name]
