@@ -4,9 +4,9 @@
 
 For each of the six presets present in the store: its runs (``--condition`` / ``--where`` of analysis.verdict and
 analysis.figures, so the numbers are the CLIs' own), the verdict against fixed 1.0 and, for the schedule variants,
-against EAD; its figures (Pass@16 / Worst@16 and Mean@16 / entropy / length, both at T=1.0 for every condition);
-then the README's table rows. A preset whose conditions are not all in the store yet is reported as partial, with
-the seeds it has.
+against EAD; its figures (Pass@16 / Worst@16 and Mean@16 / entropy / length, at T=1.0 for every condition; entropy
+by response position at each run's last evaluation, own sampler); then the README's table rows. A preset whose
+conditions are not all in the store yet is reported as partial, with the seeds it has.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PRESETS = {
     "cap_ablation": (["EAD d_cap="], EARLY, True),
 }
 EXPECTED = {"reverse": 1, "adaptive": 1, "matched_entropy": 1, "growth_ablation": 3, "cap_ablation": 2}
-FIGURES = ("training_pass_worst", "training_dynamics")
+FIGURES = ("training_pass_worst", "training_dynamics", "entropy_by_position_training")
 METRICS = [("eval_t1/pass_at_16", "Pass@16"), ("eval_t1/mean_at_16", "Mean@16"),
            ("eval_t1/worst_at_16", "Worst@16"), ("eval_greedy/accuracy", "greedy")]  # fmt: skip
 
@@ -55,6 +55,8 @@ def rows(csv: Path) -> list[str]:
         where = "" if setting == "all runs" else f" ({setting.replace('task_knobs.', '')})"
         cells = [cond + where, str(int(g["seeds"].iloc[0]))]
         cells += [cell(g.loc[m]) for m in ("eval_t1/pass_at_16", "eval_t1/mean_at_16", "eval_greedy/accuracy")]
+        if words and all(w.startswith(verdict.TOO_FEW) for w in words):
+            words = [f"{verdict.TOO_FEW} (one paired seed)"]
         cells.append("; ".join(words) or "no detectable difference")
         out.append("| " + " | ".join(cells) + " |")
     return out
