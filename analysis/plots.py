@@ -35,6 +35,7 @@ from analysis.stats import (
     panel_labels,
     select_metric,
     setting_keys,
+    task_keys,
 )
 from analysis.style import (
     canonical_condition,
@@ -307,13 +308,22 @@ def effective_schedule(table: pd.DataFrame, *, width: str = "double") -> Figure:
 
 
 def _series_parts(table: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
-    """(condition, policy source) of each row: the condition where every row has one, else None; the source only
-    where studies of several policies are drawn (the warm start and trained policies), else None."""
+    """(condition, source) of each row: the condition where every row has one, else None; the source only where rows
+    of several policies (the warm start and trained policies) or task variants (``task_knobs.decision``) are drawn
+    together ('trained with EAD', 'decision=late', or both joined by ' · '), else None."""
     cond = table["condition"].fillna("").astype(str).map(canonical_condition) if "condition" in table else None
     if cond is None or not (cond != "").all():
         return None, None
-    source = table.get("policy_source")
-    return cond, (source.astype(str) if source is not None and source.nunique() > 1 else None)
+    parts = []
+    policy = table.get("policy_source")
+    if policy is not None and policy.nunique() > 1:
+        parts.append(policy.astype(str))
+    variant = task_keys(table)
+    if variant:
+        parts.append(panel_labels(table, variant))
+    if not parts:
+        return cond, None
+    return cond, parts[0] if len(parts) == 1 else parts[0] + " · " + parts[1]
 
 
 def _series_label(table: pd.DataFrame) -> pd.Series:

@@ -217,6 +217,23 @@ def test_entropy_by_position_of_several_policies_colours_by_sampler_and_styles_b
     assert len(looks) == len(lines)  # every series distinguishable
 
 
+def test_entropy_by_position_of_two_task_variants_keeps_them_apart(store: dict[str, Any], runs: pd.DataFrame) -> None:
+    """Training runs on the early and the late variant of a task are never pooled: each condition has one series
+    per variant (colour = condition, line style = variant), and each series holds its own variant's counts."""
+    trained = table(store, runs, "train", "entropy_by_position", steps="last")
+    trained = trained[trained["condition"].isin(["EAD", "fixed 1.0"])]
+    late = trained.assign(run_id=trained["run_id"] + "-late", count=trained["count"] * 3)
+    both = pd.concat(
+        [trained.assign(**{"task_knobs.decision": "early"}), late.assign(**{"task_knobs.decision": "late"})]
+    )
+    fig = plots.entropy_by_position(both, title="t")
+    mean, _, count = fig.axes
+    assert sorted(labels(mean)) == [f"{c} · decision={v}" for c in ("EAD", "fixed 1.0") for v in ("early", "late")]
+    assert color_of(mean, "EAD · decision=late") == FIXED_COLORS["EAD"] == color_of(mean, "EAD · decision=early")
+    drawn = {line.get_label(): line.get_ydata() for line in count.get_lines()}
+    assert np.allclose(drawn["EAD · decision=late"], 3 * drawn["EAD · decision=early"])
+
+
 def test_branching_maj_at_k_per_prefix(store: dict[str, Any], runs: pd.DataFrame) -> None:
     fig = plots.branching(table(store, runs, "branching", "branching"))
     maj, pas, div = fig.axes
@@ -367,8 +384,8 @@ def test_training_curves_split_panels_by_task_variant(long: pd.DataFrame) -> Non
     both = pd.concat([early, late], ignore_index=True)
     fig = plots.training_curves(both, ("entropy",))
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [f"entropy (train rollouts) · {p}" for p in
-                      ("dapo · tiny · decision=early", "grpo · tiny · decision=early", "grpo · tiny · decision=late")]  # fmt: skip
+    panels = ("dapo · tiny · decision=early", "grpo · tiny · decision=early", "grpo · tiny · decision=late")
+    assert titles == [f"entropy (train rollouts) · {p}" for p in panels]
     assert "max_new_tokens" not in fig.get_suptitle()
     by_title = dict(zip(titles, fig.axes))
     ax_early, ax_late = by_title[titles[1]], by_title[titles[2]]
