@@ -12,10 +12,16 @@ Every local job is dominated by policy forward and backward passes over tokens, 
   ``2 x prompts_per_step`` EAD responses sampled and scored once.
 
 A response is taken to be ``RESPONSE_FILL x max_new_tokens`` long (measured: 71.5 of 128 on countdown_trace, ~9 of
-16 on countdown). The seconds per token are medians measured on the project's 2-core reference machine at one torch
-thread per job on a quiet machine (``benchmarks/bench_testbed.py`` and ``perf/step_s`` of RL runs); other sizes scale
-by parameter count relative to ``tiny``. It is an estimate to decide whether to start, not a promise: a busy machine
-is slower in proportion to its load.
+16 on countdown). The seconds per token were measured on the project's 2-core reference machine at one torch thread
+per job; other sizes scale by parameter count relative to ``tiny``. It is an estimate to decide whether to start, not
+a promise: a busy machine is slower in proportion to its load.
+
+Calibration (2026-12-05, after the preallocated-cache decoder made sampling ~5x faster than the constants of
+2026-12-03 assumed, so the sweeper printed 3 h 42 min for the `beyond` study that took 1 h 26 min): sampling, scoring
+and training per token from a testbed RL step and one evaluation timed phase by phase on the quiet machine (EAD, 64
+rows of 68.6 tokens: sampling 0.99e-4 s/token, scoring twice plus the update 1.39e-4; evaluation 0.95e-4 per
+sampled token); the warm start from the `beyond` study's jobs, two at a time on the two cores (SFT with its solver
+traces: 420-520 s per seed on countdown_trace, ~500 s on the late variant).
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from experiments.local.warmstart import WarmStartConfig, cache_path
 
 RESPONSE_FILL = 0.56  # mean response length / max_new_tokens at step 0 (countdown_trace 71.5/128, countdown 9/16)
 PROMPT_TOKENS = 20  # a task prompt in characters (= tokens)
-SAMPLE_S_PER_TOKEN = 4.8e-4  # tiny, 1 thread: batched sampling incl. KV cache and Python per decode step
-SCORE_S_PER_TOKEN = 0.6e-4  # tiny, 1 thread: one batched forward (old / behaviour log-probs)
-TRAIN_S_PER_TOKEN = 1.9e-4  # tiny, 1 thread: forward + backward (SFT: 342 s for 300 x 64 sequences of ~96 tokens)
+SAMPLE_S_PER_TOKEN = 1.0e-4  # tiny, 1 thread: batched sampling (preallocated KV cache), RL rollouts and evaluation
+SCORE_S_PER_TOKEN = 0.27e-4  # tiny, 1 thread: one batched forward (old / behaviour log-probs)
+TRAIN_S_PER_TOKEN = 0.85e-4  # tiny, 1 thread: forward + backward of the policy loss (2 x score + train = 1.39e-4)
+WARM_START_S_PER_TOKEN = 2.4e-4  # tiny, 1 thread, 2 jobs on 2 cores: SFT step incl. generating its solver traces
 SIZE_FACTOR = {"tiny": 1.0, "small": 4.9, "base": 19.5}  # parameters relative to tiny (1.05M, 5.1M, 20.5M)
 JOB_OVERHEAD_S = 15.0  # start-up, MLflow run, checkpoints and tables
 
@@ -57,7 +64,7 @@ def _tokens(cfg: RLVRConfig) -> float:
 
 def warm_start_seconds(ws: WarmStartConfig, response_tokens: float) -> float:
     """One-core seconds of training the warm start ``ws`` on solver responses of ``response_tokens``."""
-    return ws.steps * ws.batch_size * (PROMPT_TOKENS + response_tokens) * TRAIN_S_PER_TOKEN * SIZE_FACTOR[ws.size]
+    return ws.steps * ws.batch_size * (PROMPT_TOKENS + response_tokens) * WARM_START_S_PER_TOKEN * SIZE_FACTOR[ws.size]
 
 
 def rl_step_seconds(rows: int, tokens: float, size: str = "tiny", ppo_epochs: int = 1) -> float:

@@ -59,7 +59,7 @@ def test_reproduction_projects_within_four_hours_on_two_cores(caplog: pytest.Log
         jobs = plan(["experiment=reproduction"])
     configs = [j.job.config for j in jobs]
     costs, wall = project(configs, parallel=2)
-    assert 2 * 3600 < wall <= 4 * 3600
+    assert 1800 < wall <= 4 * 3600  # 1 h 07 min with the constants calibrated on 2026-12-05
     assert sum(c.warm_start > 0 for c in costs) == 5  # one warm start per seed, counted once
 
 
