@@ -22,8 +22,8 @@ REPLICATE_KEYS = {"seed", "config_hash", "init_from", "run_dir", "experiment_nam
 NOT_SETTINGS = {*EXECUTION_FIELDS, "backend.name", "progress", "dry_run", "force"}
 # Columns of long frames and labels added by figures (not settings of a run).
 DERIVED = {"key", "step", "value", "timestamp", "table_step", "panel", "tis", "series", "facet"}
-# Panels of training figures: one per algorithm and model size (the paper's grid), and per task where runs of several
-# tasks (or task variants: ``task_knobs.*``) are shown together - runs on different tasks never share an axis.
+# Panels of training figures: one per algorithm and model size (the paper's grid); ``panel_keys`` adds the task keys
+# that vary, so runs on different tasks (or task variants) never share an axis.
 PANEL_KEYS = ["algorithm.name", "size"]
 
 

@@ -261,6 +261,38 @@ def to_latex(table: pd.DataFrame) -> str:
     return format_verdict(table).to_latex(index=False, escape=True)
 
 
+# The compact view the README's verdict tables show: three final differences, and in words every metric that moved.
+SUMMARY_METRICS = (("eval_t1/pass_at_16", "Pass@16"), ("eval_t1/mean_at_16", "Mean@16"),
+                   ("eval_t1/worst_at_16", "Worst@16"), ("eval_greedy/accuracy", "greedy"))  # fmt: skip
+SUMMARY_CELLS = ("eval_t1/pass_at_16", "eval_t1/mean_at_16", "eval_greedy/accuracy")
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, condition) of a ``verdict`` table (or its verdict.csv), in its order: seeds, the final
+    difference [95% interval] of each of SUMMARY_CELLS as text, and ``verdict``: every SUMMARY_METRICS interval that
+    excludes 0, at the final step or in the area, in words ('worse on Mean@16 (area)'), else 'no detectable
+    difference' (or 'too few seeds' where nothing could be said)."""
+    names = dict(SUMMARY_METRICS)
+    rows = []
+    for (setting, cond), g in table.groupby(["setting", "condition"], sort=False):
+        g = g.set_index("metric")
+        words = [
+            f"{g.loc[m, col]} on {name} ({kind})"
+            for m, name in SUMMARY_METRICS
+            for kind, col in (("final", "verdict"), ("area", "verdict_auc"))
+            if m in g.index and g.loc[m, col] != SAME
+        ]
+        if words and all(w.startswith(TOO_FEW) for w in words):
+            words = [f"{TOO_FEW} (one paired seed)"]
+        row = {"setting": setting, "condition": cond, "seeds": int(g["seeds"].iloc[0])}
+        for m in SUMMARY_CELLS:
+            r = g.loc[m]
+            row[f"{names[m]} diff [95% CI]"] = f"{r.diff_final:+.3f} [{r.final_lo:+.3f}, {r.final_hi:+.3f}]"
+        row["verdict"] = "; ".join(words) or SAME
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading runs from MLflow
 # ---------------------------------------------------------------------------------------------------------------------
@@ -413,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["PairedDifference", "curve_area", "format_verdict", "in_words", "load_values", "main", "paired_bootstrap",
-           "per_prompt_values", "verdict"]  # fmt: skip
+           "per_prompt_values", "summary", "verdict"]  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

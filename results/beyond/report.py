@@ -32,34 +32,14 @@ PRESETS = {
 }
 EXPECTED = {"reverse": 1, "adaptive": 1, "matched_entropy": 1, "growth_ablation": 3, "cap_ablation": 2}
 FIGURES = ("training_pass_worst", "training_dynamics", "entropy_by_position_training")
-METRICS = [("eval_t1/pass_at_16", "Pass@16"), ("eval_t1/mean_at_16", "Mean@16"),
-           ("eval_t1/worst_at_16", "Worst@16"), ("eval_greedy/accuracy", "greedy")]  # fmt: skip
-
-
-def cell(r: pd.Series) -> str:
-    return f"{r.diff_final:+.3f} [{r.final_lo:+.3f}, {r.final_hi:+.3f}]"
 
 
 def rows(csv: Path) -> list[str]:
-    """README rows: final differences of Pass@16, Mean@16 and greedy accuracy; every non-null verdict in words."""
-    v = pd.read_csv(csv)
-    out = []
-    for (setting, cond), g in v.groupby(["setting", "condition"], sort=False):
-        g = g.set_index("metric")
-        words = [
-            f"{g.loc[m, col]} on {name} ({kind})"
-            for m, name in METRICS
-            for kind, col in (("final", "verdict"), ("area", "verdict_auc"))
-            if m in g.index and g.loc[m, col] != "no detectable difference"
-        ]
-        where = "" if setting == "all runs" else f" ({setting.replace('task_knobs.', '')})"
-        cells = [cond + where, str(int(g["seeds"].iloc[0]))]
-        cells += [cell(g.loc[m]) for m in ("eval_t1/pass_at_16", "eval_t1/mean_at_16", "eval_greedy/accuracy")]
-        if words and all(w.startswith(verdict.TOO_FEW) for w in words):
-            words = [f"{verdict.TOO_FEW} (one paired seed)"]
-        cells.append("; ".join(words) or "no detectable difference")
-        out.append("| " + " | ".join(cells) + " |")
-    return out
+    """README rows of a verdict.csv (``analysis.verdict.summary``), each condition labelled with its setting."""
+    v = verdict.summary(pd.read_csv(csv))
+    setting = v["setting"].map(lambda s: "" if s == "all runs" else f" ({s.replace('task_knobs.', '')})")
+    v = v.assign(condition=v["condition"] + setting).drop(columns="setting")
+    return ["| " + " | ".join(r) + " |" for r in v.astype(str).itertuples(index=False)]
 
 
 def main(uri: str, out_root: str) -> None:

@@ -232,3 +232,27 @@ def test_conditions_name_tis_only_for_a_sampler_run_both_ways():
         ("algorithm.name=grpo", "fixed 0.6"),
         ("algorithm.name=grpo", "fixed 1.0"),
     ]
+
+
+def test_summary_says_what_moved_and_quotes_the_final_differences():
+    from analysis.verdict import TOO_FEW, summary
+
+    def row(cond, metric, final, area, d=0.0):
+        return {"setting": "algorithm.name=grpo", "condition": cond, "metric": metric, "seeds": 3, "diff_final": d,
+                "final_lo": d - 0.01, "final_hi": d + 0.01, "verdict": final, "verdict_auc": area}  # fmt: skip
+
+    metrics = ["eval_t1/pass_at_16", "eval_t1/mean_at_16", "eval_t1/worst_at_16", "eval_greedy/accuracy"]
+    table = pd.DataFrame(
+        [row("reverse vs fixed 1.0", m, SAME, WORSE if m.endswith("mean_at_16") else SAME, d=0.1 * i)
+         for i, m in enumerate(metrics)]
+        + [row("EAD vs fixed 1.0", m, SAME, SAME) for m in metrics]
+        + [row("late vs fixed 1.0", m, TOO_FEW, TOO_FEW) for m in metrics]
+    )  # fmt: skip
+    s = summary(table)
+    assert s["condition"].tolist() == ["reverse vs fixed 1.0", "EAD vs fixed 1.0", "late vs fixed 1.0"]
+    assert s["verdict"].tolist() == ["worse on Mean@16 (area)", SAME, f"{TOO_FEW} (one paired seed)"]
+    first = s.iloc[0]
+    assert first["Pass@16 diff [95% CI]"] == "+0.000 [-0.010, +0.010]"
+    assert first["Mean@16 diff [95% CI]"] == "+0.100 [+0.090, +0.110]"
+    assert first["greedy diff [95% CI]"] == "+0.300 [+0.290, +0.310]"
+    assert first["seeds"] == 3 and first["setting"] == "algorithm.name=grpo"
