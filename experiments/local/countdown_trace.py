@@ -129,6 +129,8 @@ def _last_step(state: tuple[int, ...], target: int) -> Move:
 def _attempts(state: tuple[int, ...], target: int, prefix: list[str]) -> list[tuple[list[str], bool]]:
     """The deterministic search below a root move: the attempts it writes, each (steps, solved), stopping at a
     solution."""
+    if len(state) == 1:  # the root move used every number (a two-number prompt): the attempt is that one step
+        return [(prefix, state[0] == target)]
     if len(state) == 2:
         text, r, _ = _last_step(state, target)
         return [([*prefix, text], r == target)]
@@ -144,12 +146,15 @@ def _attempts(state: tuple[int, ...], target: int, prefix: list[str]) -> list[tu
 class CountdownTrace:
     """Countdown whose responses are written searches (module docstring). Knobs:
 
-    ``n_numbers`` (3 or 4), ``max_number`` ([2, 30]: given numbers are 1..max_number), ``min_target`` and
-    ``max_target`` ([1, 999]; targets are reachable using every number), ``style`` ('dfs' or 'direct'),
+    ``n_numbers`` (2, 3 or 4), ``hard_share`` ([0, 1]: the share of prompts with one number more, a spread of
+    difficulty: some prompts are solved every time, some never; needs n_numbers <= 3), ``max_number`` ([2, 30]:
+    given numbers are 1..max_number), ``min_target`` and ``max_target`` ([1, 999]; targets are reachable using
+    every number), ``style`` ('dfs' or 'direct'),
     ``decision`` ('early' or 'late'; 'late' needs 'dfs'), ``budget`` ([1, 20] attempts before the solver gives up).
     """
 
     n_numbers: int = 3
+    hard_share: float = 0.0
     max_number: int = 9
     min_target: int = 10
     max_target: int = 60
@@ -166,7 +171,14 @@ class CountdownTrace:
         def integer(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
 
-        need(integer(self.n_numbers) and self.n_numbers in (3, 4), "n_numbers", "3 or 4")
+        need(integer(self.n_numbers) and self.n_numbers in (2, 3, 4), "n_numbers", "2, 3 or 4")
+        share = self.hard_share
+        need(
+            isinstance(share, (int, float)) and not isinstance(share, bool) and 0.0 <= share <= 1.0,
+            "hard_share",
+            "a number in [0, 1]",
+        )
+        need(share == 0 or self.n_numbers <= 3, "hard_share", "0 with n_numbers=4 (prompts have at most 4 numbers)")
         need(integer(self.max_number) and 2 <= self.max_number <= 30, "max_number", "an integer in [2, 30]")
         need(integer(self.min_target) and 1 <= self.min_target <= 999, "min_target", "an integer in [1, 999]")
         need(
@@ -179,11 +191,18 @@ class CountdownTrace:
         need(self.decision == "early" or self.style == "dfs", "decision", "'early' with style='direct'")
         need(integer(self.budget) and 1 <= self.budget <= 20, "budget", "an integer in [1, 20]")
 
+    def __repr__(self) -> str:
+        """The dataclass repr without ``hard_share`` when it is 0: the repr seeds the train/eval draws
+        (``split_problems``), so tasks from before the knob keep their prompts."""
+        names = [f for f in self.__dataclass_fields__ if f != "hard_share" or self.hard_share]
+        return f"CountdownTrace({', '.join(f'{f}={getattr(self, f)!r}' for f in names)})"
+
     # --- problems and traces -----------------------------------------------------------------------------------------
     def make(self, rng: random.Random) -> Problem:
         """A solvable problem (the target is reachable using every number) with one sampled solver trace."""
         for _ in range(10000):
-            nums = tuple(rng.randint(1, self.max_number) for _ in range(self.n_numbers))
+            count = self.n_numbers + 1 if self.hard_share and rng.random() < self.hard_share else self.n_numbers
+            nums = tuple(rng.randint(1, self.max_number) for _ in range(count))
             targets = sorted(t for t in _reachable(nums) if self.min_target <= t <= self.max_target)
             if targets:
                 target = rng.choice(targets)

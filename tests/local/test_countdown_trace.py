@@ -17,8 +17,9 @@ from experiments.local.warmstart import WarmStartConfig, sft_data
 
 EARLY, LATE, FOUR = CountdownTrace(), CountdownTrace(decision="late"), CountdownTrace(n_numbers=4, max_number=6)
 DIRECT = CountdownTrace(style="direct")
+MIXED, TWO = CountdownTrace(hard_share=0.3), CountdownTrace(n_numbers=2, max_number=30, max_target=200)
 P = Problem(prompt="3 5 7>22:", target=22, numbers=(3, 5, 7))
-TASKS = [EARLY, LATE, FOUR, DIRECT, CountdownTrace(n_numbers=4, decision="late", budget=3)]
+TASKS = [EARLY, LATE, FOUR, DIRECT, CountdownTrace(n_numbers=4, decision="late", budget=3), MIXED, TWO]
 
 # a step "a op b=r" whose numbers and result are arbitrary (almost always illegal or inexact)
 step = st.builds(
@@ -141,7 +142,8 @@ def test_solver_traces_verify(seed, split):
                 assert solved == 1.0  # the answer alone: always a solution
             else:  # a solved search ends in its answer; a failed one ends "#|" with none
                 assert solved == 1.0 or p.solution.endswith("#|"), p.solution
-            assert task.min_target <= p.target <= task.max_target and len(p.numbers) == task.n_numbers
+            assert task.min_target <= p.target <= task.max_target
+            assert len(p.numbers) in ((task.n_numbers, task.n_numbers + 1) if task.hard_share else (task.n_numbers,))
 
 
 def test_solver_success_grows_with_budget_and_searches_really_fail():
@@ -152,6 +154,35 @@ def test_solver_success_grows_with_budget_and_searches_really_fail():
         rates.append(sum(task.verify(p, p.solution) for p in probs) / len(probs))
     assert rates == sorted(rates) and rates[0] < 0.5 < rates[-1]
     assert 0.6 < rates[2] < 0.95  # the default budget: a teacher that sometimes fails, so the policy has room
+
+
+def test_hard_share_mixes_in_prompts_with_one_number_more_that_the_solver_solves_less_often():
+    """The difficulty spread: about ``hard_share`` of the prompts have 4 numbers, and the solver (whose traces the warm
+    start imitates) solves them less often, so some prompts are solved every time and some rarely."""
+    probs = MIXED.problems("train", 1000, 0)
+    four = [p for p in probs if len(p.numbers) == 4]
+    three = [p for p in probs if len(p.numbers) == 3]
+    assert 0.25 < len(four) / len(probs) < 0.35
+    rate = {n: sum(MIXED.verify(p, p.solution) for p in ps) / len(ps) for n, ps in ((3, three), (4, four))}
+    assert rate[4] < rate[3] - 0.2
+    assert sum(len(p.solution) for p in four) / len(four) > sum(len(p.solution) for p in three) / len(three)
+
+
+def test_two_number_prompts_are_one_step_searches():
+    for p in TWO.problems("train", 50, 0):
+        attempts = p.solution.partition("|")[0].split("#")
+        assert all(a.count("=") == 1 for a in attempts if a), p.solution
+        assert TWO.verify(p, p.solution) == 1.0  # a two-number search tries every move: it never fails
+
+
+def test_the_default_task_draws_the_prompts_it_drew_before_hard_share_existed():
+    """The repr seeds the split; hard_share=0 leaves it (and hence every earlier run's prompts) as it was."""
+    assert repr(EARLY) == (
+        "CountdownTrace(n_numbers=3, max_number=9, min_target=10, max_target=60, style='dfs', decision='early', "
+        "budget=6, name='countdown_trace')"
+    )
+    assert "hard_share=0.3" in repr(MIXED)
+    assert [p.prompt for p in EARLY.problems("eval", 3, 0)] == ["8 1 4>12:", "2 3 2>12:", "8 2 2>18:"]
 
 
 def test_early_traces_spread_over_first_moves():
@@ -173,7 +204,7 @@ def test_late_traces_are_prompt_determined_in_their_first_part():
     assert len(early) > 3  # the early variant has no such fixed part
 
 
-@pytest.mark.parametrize("task", [EARLY, LATE, FOUR], ids=["early", "late", "four"])
+@pytest.mark.parametrize("task", [EARLY, LATE, FOUR, MIXED], ids=["early", "late", "four", "mixed"])
 def test_eval_prompts_never_trained_on(task):
     knobs = {f: getattr(task, f) for f in task.__dataclass_fields__ if f != "name"}
     seeds = (0, 1, 5)
@@ -189,8 +220,12 @@ def test_eval_prompts_never_trained_on(task):
 @pytest.mark.parametrize(
     ("knobs", "message"),
     [
-        ({"n_numbers": 5}, "n_numbers must be 3 or 4, got 5"),
-        ({"n_numbers": True}, "n_numbers must be 3 or 4"),
+        ({"n_numbers": 5}, "n_numbers must be 2, 3 or 4, got 5"),
+        ({"n_numbers": True}, "n_numbers must be 2, 3 or 4"),
+        ({"hard_share": 1.5}, r"hard_share must be a number in \[0, 1\], got 1.5"),
+        ({"hard_share": -0.1}, r"hard_share must be a number in \[0, 1\]"),
+        ({"hard_share": "0.3"}, r"hard_share must be a number in \[0, 1\]"),
+        ({"n_numbers": 4, "hard_share": 0.2}, "hard_share must be 0 with n_numbers=4"),
         ({"max_number": 1}, r"max_number must be an integer in \[2, 30\], got 1"),
         ({"max_number": 31}, r"max_number must be an integer in \[2, 30\]"),
         ({"min_target": 0}, r"min_target must be an integer in \[1, 999\], got 0"),
@@ -219,6 +254,7 @@ def test_unreachable_target_range_fails_clearly():
     [
         (["task=countdown_trace", "sampling=ead_trace"], {}),
         (["task=countdown_trace_late", "sampling=ead_trace"], {"decision": "late"}),
+        (["task=countdown_trace_mixed", "sampling=ead_trace"], {"hard_share": 0.3, "n_numbers": 3}),
     ],
 )
 def test_presets_compose_into_a_valid_run(overrides, knobs):
