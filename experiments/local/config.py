@@ -138,6 +138,7 @@ class RLVRConfig:
     )
     sft_steps: int = field(default=400, metadata=_h("warm-start SFT steps"))
     sft_lr: float = field(default=3e-3, metadata=_h("warm-start learning rate"))
+    sft_batch_size: int = field(default=64, metadata=_h("warm-start rows per SFT step"))
     steps: int = field(default=100, metadata=_h("RL steps"))
     prompts_per_step: int = field(default=16, metadata=_h("prompts per RL step"))
     rollouts_per_prompt: int = field(default=8, metadata=_h("responses per prompt (group size, >= 2)"))
@@ -171,6 +172,7 @@ class RLVRConfig:
             size=self.size,
             seed=self.seed if self.warmstart_seed is None else self.warmstart_seed,
             steps=self.sft_steps,
+            batch_size=self.sft_batch_size,
             lr=self.sft_lr,
         )
 
@@ -182,6 +184,8 @@ class RLVRConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
         if d["warmstart_seed"] is None:  # the default (the run's seed) keeps the hashes runs had before the field
             del d["warmstart_seed"]
+        if d["sft_batch_size"] == 64:  # likewise the default SFT batch (runs before the field had 64)
+            del d["sft_batch_size"]
         return {**d, "split_version": SPLIT_VERSION}
 
     @property
@@ -207,6 +211,7 @@ class RLVRConfig:
         for name in ("steps", "sft_steps"):
             need(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         for name in (
+            "sft_batch_size",
             "prompts_per_step",
             "mini_batches",
             "ppo_epochs",

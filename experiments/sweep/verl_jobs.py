@@ -55,6 +55,7 @@ LOCAL_ONLY = (
     "init_from",
     "sft_steps",
     "sft_lr",
+    "sft_batch_size",
     "train_pool",
     "eval_prompts",
     "threads",

@@ -148,3 +148,14 @@ def test_warmstart_seed_shares_one_warm_start_across_run_seeds():
     assert shared[0].hash != shared[1].hash  # still two runs
     with pytest.raises(ValueError, match=r"warmstart_seed must be null \(the run's seed\) or an integer >= 0"):
         RLVRConfig(warmstart_seed=-1).validate()
+
+
+def test_sft_batch_size_reaches_the_warm_start_and_keeps_default_hashes():
+    """sft_batch_size sets the warm start's rows per step (its cache key with it); at the default 64 the config hash
+    is the one runs had before the field existed, so earlier runs still resume and dedupe."""
+    default, small = RLVRConfig(), RLVRConfig(sft_batch_size=32)
+    assert default.warmstart().batch_size == 64 and small.warmstart().batch_size == 32
+    assert default.warmstart().key != small.warmstart().key and default.hash != small.hash
+    assert "sft_batch_size" not in default.identity() and small.identity()["sft_batch_size"] == 32
+    with pytest.raises(ValueError, match=r"sft_batch_size must be an integer >= 1, got 0"):
+        RLVRConfig(sft_batch_size=0).validate()
