@@ -138,7 +138,7 @@ class RLVRConfig:
     )
     sft_steps: int = field(default=400, metadata=_h("warm-start SFT steps"))
     sft_lr: float = field(default=3e-3, metadata=_h("warm-start learning rate"))
-    sft_batch_size: int = field(default=64, metadata=_h("warm-start rows per SFT step"))
+    sft_batch_size: int = field(default=WarmStartConfig.batch_size, metadata=_h("warm-start rows per SFT step"))
     steps: int = field(default=100, metadata=_h("RL steps"))
     prompts_per_step: int = field(default=16, metadata=_h("prompts per RL step"))
     rollouts_per_prompt: int = field(default=8, metadata=_h("responses per prompt (group size, >= 2)"))
@@ -184,7 +184,7 @@ class RLVRConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
         if d["warmstart_seed"] is None:  # the default (the run's seed) keeps the hashes runs had before the field
             del d["warmstart_seed"]
-        if d["sft_batch_size"] == 64:  # likewise the default SFT batch (runs before the field had 64)
+        if d["sft_batch_size"] == WarmStartConfig.batch_size:  # likewise the default batch (runs before the field)
             del d["sft_batch_size"]
         return {**d, "split_version": SPLIT_VERSION}
 

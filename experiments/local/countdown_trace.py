@@ -201,6 +201,7 @@ class CountdownTrace:
     def make(self, rng: random.Random) -> Problem:
         """A solvable problem (the target is reachable using every number) with one sampled solver trace."""
         for _ in range(10000):
+            # no draw at hard_share=0: the default task's random stream (and so its prompts) stays as it was
             count = self.n_numbers + 1 if self.hard_share and rng.random() < self.hard_share else self.n_numbers
             nums = tuple(rng.randint(1, self.max_number) for _ in range(count))
             targets = sorted(t for t in _reachable(nums) if self.min_target <= t <= self.max_target)
