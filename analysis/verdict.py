@@ -267,9 +267,10 @@ SUMMARY_METRICS = (("eval_t1/pass_at_16", "Pass@16"), ("eval_t1/mean_at_16", "Me
 SUMMARY_CELLS = ("eval_t1/pass_at_16", "eval_t1/mean_at_16", "eval_greedy/accuracy")
 
 
-def summary(table: pd.DataFrame) -> pd.DataFrame:
+def summary(table: pd.DataFrame, cells: Sequence[str] = SUMMARY_CELLS) -> pd.DataFrame:
     """One row per (setting, condition) of a ``verdict`` table (or its verdict.csv), in its order: seeds, the final
-    difference [95% interval] of each of SUMMARY_CELLS as text, and ``verdict``: every SUMMARY_METRICS interval that
+    difference [95% interval] of each of ``cells`` (SUMMARY_METRICS keys; Worst@16 is left out by default, as it is
+    0 wherever no prompt is solved 16 of 16) as text, and ``verdict``: every SUMMARY_METRICS interval that
     excludes 0, at the final step or in the area, in words ('worse on Mean@16 (area)'), else 'no detectable
     difference' (or 'too few seeds' where nothing could be said)."""
     names = dict(SUMMARY_METRICS)
@@ -285,7 +286,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         if words and all(w.startswith(TOO_FEW) for w in words):
             words = [f"{TOO_FEW} (one paired seed)"]
         row = {"setting": setting, "condition": cond, "seeds": int(g["seeds"].iloc[0])}
-        for m in SUMMARY_CELLS:
+        for m in cells:
             r = g.loc[m]
             row[f"{names[m]} diff [95% CI]"] = f"{r.diff_final:+.3f} [{r.final_lo:+.3f}, {r.final_hi:+.3f}]"
         row["verdict"] = "; ".join(words) or SAME

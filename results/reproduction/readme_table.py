@@ -1,26 +1,29 @@
 """The README's verdict table from a verdict.csv (default results/reproduction/verdict.csv): one row per algorithm
-and condition (``analysis.verdict.summary``).
+and condition (``analysis.verdict.summary``); ``--worst`` adds the Worst@16 column (for a testbed whose warm start
+solves some prompts 16 of 16, e.g. results/reproduction_mixed).
 
-.venv/bin/python results/reproduction/readme_table.py [results/reproduction/2026-12-04/verdict.csv]
+.venv/bin/python results/reproduction/readme_table.py [results/reproduction/2026-12-04/verdict.csv] [--worst]
 """
 
 import sys
 
 import pandas as pd
 
-from analysis.verdict import summary
-
-HEADER = ["vs fixed 1.0 (same algorithm)", "seeds", "Pass@16 diff [95% CI]", "Mean@16 diff [95% CI]",
-          "greedy diff [95% CI]", "verdict"]  # fmt: skip
+from analysis.verdict import SUMMARY_CELLS, SUMMARY_METRICS, summary
 
 
 def main() -> None:
-    v = summary(pd.read_csv(sys.argv[1] if len(sys.argv) > 1 else "results/reproduction/verdict.csv"))
+    args = [a for a in sys.argv[1:] if a != "--worst"]
+    worst = ("eval_t1/worst_at_16",) if "--worst" in sys.argv else ()
+    cells = (*SUMMARY_CELLS[:2], *worst, *SUMMARY_CELLS[2:])
+    names = dict(SUMMARY_METRICS)
+    header = ["vs fixed 1.0 (same algorithm)", "seeds", *(f"{names[m]} diff [95% CI]" for m in cells), "verdict"]
+    v = summary(pd.read_csv(args[0] if args else "results/reproduction/verdict.csv"), cells=cells)
     algorithm = v["setting"].str.split("=").str[1].str.upper()
     condition = v["condition"].str.replace(" vs fixed 1.0", "").str.replace(" · ", " with ")
     v = v.assign(setting=algorithm + " " + condition).drop(columns="condition")
-    print("| " + " | ".join(HEADER) + " |")
-    print("|" + "---|" * len(HEADER))
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for row in v.astype(str).itertuples(index=False):
         print("| " + " | ".join(row) + " |")
 

@@ -256,3 +256,7 @@ def test_summary_says_what_moved_and_quotes_the_final_differences():
     assert first["Mean@16 diff [95% CI]"] == "+0.100 [+0.090, +0.110]"
     assert first["greedy diff [95% CI]"] == "+0.300 [+0.290, +0.310]"
     assert first["seeds"] == 3 and first["setting"] == "algorithm.name=grpo"
+    assert "Worst@16 diff [95% CI]" not in s.columns
+    worst = summary(table, cells=("eval_t1/worst_at_16", "eval_t1/mean_at_16"))
+    assert list(worst.columns[3:5]) == ["Worst@16 diff [95% CI]", "Mean@16 diff [95% CI]"]
+    assert worst.iloc[0]["Worst@16 diff [95% CI]"] == "+0.200 [+0.190, +0.210]"
