@@ -234,7 +234,7 @@ def _curve_grid(
                 ax.set_title(f"{label} · {f}" if f != "" else label)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if METRICS[name].is_rate:
-                    ax.set_ylim(-0.03, 1.03)
+                    _rate_ylim(ax)
         used = {c: colors[c] for c in colors if c in set(long[hue])}
         _legend(fig, used, styles)
         fig.suptitle(title + (f" ({note})" if note else ""), fontsize=9)
@@ -430,6 +430,13 @@ def branching(table: pd.DataFrame, *, width: str = "double") -> Figure:
 # ---------------------------------------------------------------------------------------------------------------------
 # (d) training curves, (e) TIS ablation, (h) rollout scaling
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _rate_ylim(ax: Any) -> None:
+    """A rate panel's y range starts at 0 and spans [0, 1] once its curves or bands pass 0.5; below that it ends
+    just above them, so a Worst@16 of 0.05 is not drawn flat on the floor of a 0-1 axis."""
+    top = ax.dataLim.y1 if np.isfinite(ax.dataLim.y1) else 0.0
+    ax.set_ylim(-0.03, 1.03 if top > 0.5 else max(0.1, 1.2 * top + 0.02))
 
 
 def training_curves(

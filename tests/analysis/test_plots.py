@@ -393,3 +393,17 @@ def test_training_curves_split_panels_by_task_variant(long: pd.DataFrame) -> Non
         y_early = next(ln.get_ydata() for ln in ax_early.get_lines() if ln.get_label() == label)
         y_late = next(ln.get_ydata() for ln in ax_late.get_lines() if ln.get_label() == label)
         assert np.allclose(np.asarray(y_late) - np.asarray(y_early), 0.25), label
+
+
+def test_rate_panels_start_at_zero_and_zoom_only_below_one_half(long: pd.DataFrame) -> None:
+    """Rates keep 0 at the floor; a panel whose curves and bands stay below 0.5 ends just above them (all 0: at 0.1),
+    one that passes 0.5 spans [0, 1]."""
+    is_worst = long["key"].str.contains("worst")
+    fig = plots.training_curves(long.assign(value=np.where(is_worst, 0.0, 0.9)), ("pass", "worst"))
+    tops = {ax.get_title(): ax.get_ylim() for ax in fig.axes}
+    assert all(lim == pytest.approx((-0.03, 1.03 if t.startswith("Pass") else 0.1)) for t, lim in tops.items())
+    fig = plots.training_curves(long.assign(value=np.where(is_worst, 0.2, 0.9)), ("pass", "worst"))
+    tops = {ax.get_title(): ax.get_ylim()[1] for ax in fig.axes}
+    assert tops and all(
+        top == pytest.approx(1.03 if t.startswith("Pass") else 1.2 * 0.2 + 0.02) for t, top in tops.items()
+    )
