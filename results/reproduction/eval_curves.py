@@ -1,20 +1,20 @@
-"""Per-run eval curves of the reproduction (common decoders and the run's own sampler) from its MLflow store.
+"""Per-run eval curves of a reproduction experiment (common decoders and the run's own sampler) from its MLflow store.
 
     .venv/bin/python results/reproduction/eval_curves.py sqlite:////work/repro/mlflow.db \
-        results/reproduction/eval_curves.csv
+        results/reproduction/eval_curves.csv [EXPERIMENT (default reproduction)]
 """
 
 import sys
 
 from analysis.mlflow_loader import client_for, load_metrics, load_runs
 
-KEYS = ["eval_t1/mean_at_16", "eval_t1/pass_at_16", "eval_greedy/accuracy", "eval/mean_at_16"]
+KEYS = ["eval_t1/mean_at_16", "eval_t1/pass_at_16", "eval_t1/worst_at_16", "eval_greedy/accuracy", "eval/mean_at_16"]
 
 
-def main(uri: str, out: str) -> None:
+def main(uri: str, out: str, experiment: str = "reproduction") -> None:
     client = client_for(uri)
-    runs = load_runs("reproduction", client=client, jobs=["train"])
-    long = load_metrics("reproduction", KEYS, runs, client=client)
+    runs = load_runs(experiment, client=client, jobs=["train"])
+    long = load_metrics(experiment, KEYS, runs, client=client)
     tis = runs["tis.enabled"].astype(str).map({"True": "on", "False": "off"})
     runs = runs.assign(tis=tis.fillna(runs["tis.enabled"].astype(str)))
     cols = ["run_id", "algorithm.name", "condition", "tis", "seed"]
@@ -27,4 +27,4 @@ def main(uri: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])
