@@ -14,14 +14,12 @@ from analysis.verdict import SUMMARY_CELLS, SUMMARY_METRICS, summary
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if a != "--worst"]
-    worst = ("eval_t1/worst_at_16",) if "--worst" in sys.argv else ()
-    cells = (*SUMMARY_CELLS[:2], *worst, *SUMMARY_CELLS[2:])
-    names = dict(SUMMARY_METRICS)
-    header = ["vs fixed 1.0 (same algorithm)", "seeds", *(f"{names[m]} diff [95% CI]" for m in cells), "verdict"]
+    cells = tuple(m for m, _ in SUMMARY_METRICS) if "--worst" in sys.argv else SUMMARY_CELLS
     v = summary(pd.read_csv(args[0] if args else "results/reproduction/verdict.csv"), cells=cells)
     algorithm = v["setting"].str.split("=").str[1].str.upper()
     condition = v["condition"].str.replace(" vs fixed 1.0", "").str.replace(" · ", " with ")
     v = v.assign(setting=algorithm + " " + condition).drop(columns="condition")
+    header = ["vs fixed 1.0 (same algorithm)", *v.columns[1:]]  # summary's own column names
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in v.astype(str).itertuples(index=False):
