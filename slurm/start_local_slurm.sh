@@ -83,6 +83,26 @@ stop_daemon() {
   for _ in $(seq 1 30); do running "$name" "$pidfile" || return 0; sleep 0.5; done
   kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
 }
+# Launch a daemon and wait until its pid file names it. The launcher returns once the daemon has forked, a moment
+# before the daemon writes its pid file; a stale pid file left by a killed run (machine restart, SIGKILL) would read
+# as "exited" in that moment, so it is removed first and a missing pid file means "still starting".
+launch() {
+  local name=$1 pidfile=$2
+  shift 2
+  if [ -f "$pidfile" ]; then
+    log "removing stale pid file $pidfile (pid $(cat "$pidfile") is not a live $name)"
+    rm -f "$pidfile"
+  fi
+  log "starting $name"
+  "$name" "$@" 9>&- || return 1
+  for _ in $(seq 1 $((TIMEOUT * 4))); do
+    running "$name" "$pidfile" && return 0
+    # Written and dead: the daemon exited during start-up.
+    [ -f "$pidfile" ] && sleep 0.5 && ! running "$name" "$pidfile" && return 1
+    sleep 0.25
+  done
+  return 1
+}
 have_packages() { command -v slurmctld && command -v slurmd && command -v sinfo && command -v munged; } >/dev/null 2>&1
 
 # The slurm.conf for this machine (needs slurmd for `slurmd -C`).
@@ -252,8 +272,7 @@ if running slurmctld "$DIR/run/slurmctld.pid" && ! controller_up; then
   stop_daemon slurmctld "$DIR/run/slurmctld.pid"
 fi
 if ! running slurmctld "$DIR/run/slurmctld.pid"; then
-  log "starting slurmctld"
-  slurmctld -f "$CONF" 9>&- || {
+  launch slurmctld "$DIR/run/slurmctld.pid" -f "$CONF" || {
     show_logs
     die 1 "slurmctld failed to start"
   }
@@ -274,10 +293,9 @@ name=$(cluster_name)
 [ "$name" = "$CLUSTER" ] || die 1 "the controller that answers is cluster '$name', not '$CLUSTER' (another Slurm on port $CTLD_PORT?)"
 
 if ! running slurmd "$DIR/run/slurmd.pid"; then
-  log "starting slurmd on node $NODE"
-  slurmd -f "$CONF" 9>&- || {
+  launch slurmd "$DIR/run/slurmd.pid" -f "$CONF" || {
     show_logs
-    die 1 "slurmd failed to start"
+    die 1 "slurmd failed to start on node $NODE"
   }
 fi
 

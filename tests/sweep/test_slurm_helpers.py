@@ -67,3 +67,60 @@ def test_mlflow_server_that_does_not_answer_in_time_is_stopped(tmp_path: Path) -
     assert time.monotonic() - started < 30
     leftovers = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True, check=True).stdout
     assert not [line for line in leftovers.splitlines() if str(tmp_path) in line and not line.startswith("Z")]
+
+
+# Launchers that return at once and start the real daemon a second later, as a loaded machine does: the daemon's
+# pid file appears well after the command that started it has returned. `-C` / `-V` (hardware, version) stay
+# synchronous.
+_SLOW_LAUNCHER = """#!/usr/bin/env bash
+case "$1" in -C | -V) exec {real} "$@" ;; esac
+(sleep 1.5; exec {real} "$@") </dev/null >/dev/null 2>&1 &
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a cluster needs root")
+def test_start_script_survives_stale_pid_files_and_slow_daemons(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
+    """After a killed run (machine restart, SIGKILL) the pid files name dead processes. The start script must not read
+    such a file as "the daemon it just launched has exited" while that daemon has not written its own yet (CI failed
+    so once). Checked on a second cluster (own directory, ports and name) so the session's cluster is untouched."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("slurmctld", "slurmd"):
+        real = shutil.which(name, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        assert real is not None
+        (bin_dir / name).write_text(_SLOW_LAUNCHER.format(real=real))
+        (bin_dir / name).chmod(0o755)
+    state = tmp_path / "slurm"
+    (state / "run").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in ("slurmctld", "slurmd"):
+        (state / "run" / f"{name}.pid").write_text(f"{dead.pid}\n")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "EAD_SLURM_DIR": str(state),
+        "EAD_SLURM_CLUSTER": "ead-stale-test",
+        "EAD_SLURM_CTLD_PORT": "6837",
+        "EAD_SLURM_SLURMD_PORT": "6838",
+    }
+    env.pop("SLURM_CONF", None)
+    try:
+        started = subprocess.run(["bash", str(START_SCRIPT)], env=env, capture_output=True, text=True, timeout=180)
+        output = started.stdout + started.stderr
+        assert started.returncode == 0, output
+        assert "cluster 'ead-stale-test' is up" in output, output
+        assert output.count("removing stale pid file") == 2, output
+    finally:
+        subprocess.run(
+            ["bash", str(START_SCRIPT.parent / "stop_local_slurm.sh"), "--purge"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    # The session's cluster still answers.
+    ok, reason = slurm_available()
+    assert ok, reason
