@@ -122,11 +122,27 @@ def _with_labels(long: pd.DataFrame) -> pd.DataFrame:
     return long.assign(**{c: per_run[c].to_numpy()[at] for c in per_run.columns})
 
 
-def _band(ax: Any, summ: pd.DataFrame, x: str, color: Any, linestyle: str, label: str, marker: str | None) -> Any:
-    """Mean line and its confidence band (where at least two seeds exist)."""
+def _bounds(name: str) -> tuple[float, float] | None:
+    """The range a metric's values (and so its bands) can take: [0, 1] for rates, None (unbounded) otherwise."""
+    return (0.0, 1.0) if METRICS[name].is_rate else None
+
+
+def _band(
+    ax: Any,
+    summ: pd.DataFrame,
+    x: str,
+    color: Any,
+    linestyle: str,
+    label: str,
+    marker: str | None,
+    bounds: tuple[float, float] | None = None,
+) -> Any:
+    """Mean line and its confidence band (where at least two seeds exist), the band cut to ``bounds`` (a rate's
+    [0, 1]: a t band over two seeds can reach far past both ends)."""
     (line,) = ax.plot(summ[x], summ["mean"], color=color, linestyle=linestyle, marker=marker, label=label)
     if (summ["n"] >= 2).any():
-        ax.fill_between(summ[x], summ["lo"], summ["hi"], color=color, alpha=0.18, linewidth=0)
+        lo, hi = (summ["lo"], summ["hi"]) if bounds is None else (summ["lo"].clip(*bounds), summ["hi"].clip(*bounds))
+        ax.fill_between(summ[x], lo, hi, color=color, alpha=0.18, linewidth=0)
     return line
 
 
@@ -138,9 +154,10 @@ def _draw_series(
     style: str | None,
     styles: Mapping[Any, str],
     x: str = "step",
+    bounds: tuple[float, float] | None = None,
 ) -> None:
-    """One mean line (+ band over seeds) per hue (x style) value of ``rows`` (columns x, value, hue, style); an Axes
-    without values says 'no data' (e.g. DAPO's clip fraction when every group was filtered out)."""
+    """One mean line (+ band over seeds, cut to ``bounds``) per hue (x style) value of ``rows`` (columns x, value,
+    hue, style); an Axes without values says 'no data' (e.g. DAPO's clip fraction when every group was filtered out)."""
     rows = rows[rows["value"].notna()]
     if rows.empty:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
@@ -153,7 +170,7 @@ def _draw_series(
         h = keys[0]
         s = keys[1] if style else None
         label = f"{h}, {s}" if style else str(h)
-        _band(ax, part.sort_values(x), x, colors[h], styles.get(s, "-"), label, "o" if few else None)
+        _band(ax, part.sort_values(x), x, colors[h], styles.get(s, "-"), label, "o" if few else None, bounds)
 
 
 def _legend(fig: Figure, colors: Mapping[Any, Any], styles: Mapping[Any, str], title: str | None = None) -> None:
@@ -227,7 +244,7 @@ def _curve_grid(
             for j, f in enumerate(facets):
                 ax = axes[i][j] if metrics_as_rows else axes[j][i]
                 part = rows[rows[facet] == f]
-                _draw_series(ax, part, hue, colors, style, styles)
+                _draw_series(ax, part, hue, colors, style, styles, bounds=_bounds(name))
                 ax.set_ylabel(label)
                 ax.set_xlabel("training step")
                 ax.xaxis.label.set_visible(ax.get_subplotspec().is_last_row())  # the text stays (say, for tests)
@@ -484,7 +501,8 @@ def rollout_scaling(long: pd.DataFrame, metric: str = "pass", *, width: str = "d
         for i, p in enumerate(panels):
             for j, c in enumerate(conds):
                 ax = axes[i][j]
-                _draw_series(ax, rows[(rows["panel"] == p) & (rows["condition"] == c)], "rollouts", colors, None, {})
+                cell = rows[(rows["panel"] == p) & (rows["condition"] == c)]
+                _draw_series(ax, cell, "rollouts", colors, None, {}, bounds=_bounds(metric))
                 ax.set(xlabel="training step", ylabel=label, title=f"{c} · {p}", ylim=(-0.03, 1.03))
                 ax.xaxis.label.set_visible(ax.get_subplotspec().is_last_row())
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -516,6 +534,7 @@ def decay_ablation(long: pd.DataFrame, metric: str = "pass", *, width: str = "do
     colors = condition_colors(["EAD", *other_mean["condition"]])
     k = common_k(_runs_of(long))
     label = f"final {METRICS[metric].label_for(k)}"
+    bounds = _bounds(metric)
     names = {"sampling.d0": "d0 (initial decay)", "sampling.d_cap": "d_max (decay cap)",
              "sampling.d_growth": "growth per step"}  # fmt: skip
     with theme():
@@ -526,9 +545,10 @@ def decay_ablation(long: pd.DataFrame, metric: str = "pass", *, width: str = "do
             sel = sel.assign(x=sel[key].astype(float))
             ax.scatter(sel["x"], sel["value"], color=colors["EAD"], alpha=0.35, s=10, label="EAD run")
             summ = mean_ci(sel, ["x"]).sort_values("x")
-            ax.errorbar(summ["x"], summ["mean"], yerr=[summ["mean"] - summ["lo"].fillna(summ["mean"]),
-                        summ["hi"].fillna(summ["mean"]) - summ["mean"]], color=colors["EAD"], marker="o",
-                        capsize=2, label="EAD (mean, 95% CI)")  # fmt: skip
+            lo, hi = summ["lo"].fillna(summ["mean"]), summ["hi"].fillna(summ["mean"])
+            lo, hi = (lo, hi) if bounds is None else (lo.clip(*bounds), hi.clip(*bounds))
+            ax.errorbar(summ["x"], summ["mean"], yerr=[summ["mean"] - lo, hi - summ["mean"]], color=colors["EAD"],
+                        marker="o", capsize=2, label="EAD (mean, 95% CI)")  # fmt: skip
             for cond, m in zip(other_mean["condition"], other_mean["mean"]):
                 ax.axhline(m, color=colors[cond], linestyle="--", linewidth=1.1, label=cond)
             xs = summ["x"].to_numpy()
@@ -573,7 +593,7 @@ def inference_scaling(table: pd.DataFrame, *, width: str = "double") -> Figure:
                     if metric == "maj" and "maj_se" in rows and summ["n"].max() == 1:
                         se = rows.groupby("N")["maj_se"].mean().reindex(summ["N"]).to_numpy()
                         summ = summ.assign(lo=summ["mean"] - 1.96 * se, hi=summ["mean"] + 1.96 * se, n=2)
-                    _band(ax, summ, "N", colors[c], "-", c, "o")
+                    _band(ax, summ, "N", colors[c], "-", c, "o", bounds=(0.0, 1.0))  # both are rates
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(ns, [str(n) for n in ns])
                 ax.set(xlabel="N (samples per prompt)", ylabel=label, title=f"{label} · {f}" if f else label)

@@ -395,6 +395,19 @@ def test_training_curves_split_panels_by_task_variant(long: pd.DataFrame) -> Non
         assert np.allclose(np.asarray(y_late) - np.asarray(y_early), 0.25), label
 
 
+def test_rate_bands_stay_inside_zero_one(long: pd.DataFrame) -> None:
+    """Two seeds that disagree completely (0 and 1) give a t band far past both ends of a rate; it is drawn cut to
+    [0, 1]. Unbounded metrics (entropy) keep their band."""
+    first = long.groupby("condition")["run_id"].transform("first")
+    split = long.assign(value=np.where(long["run_id"] == first, 0.0, 1.0))
+    fig = plots.training_curves(split, ("pass", "entropy"))
+    ys = {ax.get_title().split(" · ")[0]: np.concatenate([p.get_paths()[0].vertices[:, 1] for p in ax.collections])
+          for ax in fig.axes if ax.collections}  # fmt: skip
+    rate = [t for t in ys if t.startswith("Pass")]
+    assert rate and all(ys[t].min() >= 0.0 and ys[t].max() <= 1.0 and ys[t].max() == 1.0 for t in rate), ys
+    assert any(ys[t].min() < 0.0 for t in ys if t not in rate), ys
+
+
 def test_rate_panels_start_at_zero_and_zoom_only_below_one_half(long: pd.DataFrame) -> None:
     """Rates keep 0 at the floor; a panel whose curves and bands stay below 0.5 ends just above them (all 0: at 0.1),
     one that passes 0.5 spans [0, 1]."""
