@@ -16,12 +16,16 @@ from scipy import stats
 from analysis.stats import METRICS
 
 
-def expected_curve(rows: pd.DataFrame, x: str = "step", value: str = "value") -> pd.DataFrame:
-    """Per x: mean over the rows (seeds), n, and the 95% t interval mean -/+ t(0.975, n-1) sd / sqrt(n) (n >= 2)."""
+def expected_curve(
+    rows: pd.DataFrame, x: str = "step", value: str = "value", bounds: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """Per x: mean over the rows (seeds), n, and the 95% t interval mean -/+ t(0.975, n-1) sd / sqrt(n) (n >= 2), cut
+    to ``bounds`` (a rate's [0, 1]) where given."""
     g = rows.dropna(subset=[value]).groupby(x)[value]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()})
     half = stats.t.ppf(0.975, out["n"].where(out["n"] >= 2) - 1) * out["sd"] / np.sqrt(out["n"])
-    return out.assign(lo=out["mean"] - half, hi=out["mean"] + half)
+    lo, hi = out["mean"] - half, out["mean"] + half
+    return out.assign(lo=lo, hi=hi) if bounds is None else out.assign(lo=lo.clip(*bounds), hi=hi.clip(*bounds))
 
 
 def single(rows: pd.DataFrame, x: str, value: str) -> pd.DataFrame:
@@ -72,8 +76,15 @@ def rows_of(long: pd.DataFrame, key: str, **where: Any) -> pd.DataFrame:
     return rows
 
 
-# What a label on the smoke store's figures (eval_k = 2) shows: 'Pass@2 (T=1.0)' is eval_t1/pass_at_2.
+# What a label on the smoke store's figures (eval_k = 2) shows: 'Pass@2 (T=1.0)' is eval_t1/pass_at_2; rates (the
+# eval/* keys) take values, and so bands, in [0, 1].
 KEY_OF_LABEL = {m.label_for(2): m.key_for(2) for m in METRICS.values()}
+RATE = (0.0, 1.0)
+
+
+def bounds_of(label: str) -> tuple[float, float] | None:
+    """The range a metric label's band is cut to: [0, 1] for the eval rates, none for the training diagnostics."""
+    return RATE if KEY_OF_LABEL[label].startswith("eval") else None
 
 
 def training_expectation(fig: Figure, ax: Any, long: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -86,5 +97,5 @@ def training_expectation(fig: Figure, ax: Any, long: pd.DataFrame) -> dict[str, 
         rows = rows_of(long, KEY_OF_LABEL[metric], **{"algorithm.name": algorithm, "size": size,
                        "condition": condition, "tis.enabled": tis == "TIS on"}, **held(fig))  # fmt: skip
         assert rows["run_id"].nunique() >= 1, (ax.get_title(), line.get_label())
-        out[line.get_label()] = expected_curve(rows)
+        out[line.get_label()] = expected_curve(rows, bounds=bounds_of(metric))
     return out
