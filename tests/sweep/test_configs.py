@@ -21,7 +21,7 @@ EXPECTED_JOBS = {
     "smoke": 2, "default": 9, "reproduction": 35, "reproduction_mixed": 35, "paper_grid": 48, "tis_ablation": 9,
     "decay_ablation": 15, "size_scaling": 12, "testbed": 1, "decision_position": 12, "reverse": 9,
     "growth_ablation": 15, "cap_ablation": 12, "adaptive": 9, "matched_entropy": 9, "beyond": 36, "verl_smoke": 1,
-    "verl_paper": 12,
+    "verl_paper": 12, "lr_mixed": 12,
 }  # fmt: skip
 
 
